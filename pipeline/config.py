@@ -1,0 +1,236 @@
+"""The one typed configuration model: loaded from YAML, overridden with dotted ``--set`` keys, validated
+before any pipeline is built. Unknown keys and wrong types fail with the key's full path in the message."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from transforms import SetupError
+from transforms.tasks import TASK_KINDS, TaskSettings
+
+
+class ConfigError(SetupError):
+    """A mistake in the configuration; the message names the key or path and says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+    paths: tuple[str, ...]
+    # text | jsonl | parquet; None infers each shard's format from its extension.
+    format: Literal["text", "jsonl", "parquet"] | None = None
+    id_field: str | None = "id"
+    text_field: str = "text"
+    # Longer documents go to the dead letter instead of into a worker's memory and the tokenizer.
+    max_chars: int = 1_000_000
+    # Passed to the fsspec filesystem of every input path (endpoint, profile, anonymous access...).
+    storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchingConfig:
+    # Token budget per micro-batch: padded length x rows.
+    max_tokens: int = 8192
+    # Documents a worker buffers and sorts by length before cutting batches: more means less padding.
+    sort_window: int = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    # Threads torch uses per worker process; None divides the machine's cores between worker processes.
+    torch_threads: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputConfig:
+    path: str
+    compression: Literal["zstd", "snappy", "gzip", "brotli", "lz4", "none"] = "zstd"
+    keep_text: bool = False
+    storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    input: InputConfig
+    tasks: Mapping[str, TaskSettings]
+    output: OutputConfig
+    batching: BatchingConfig = dataclasses.field(default_factory=BatchingConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    # Passed through to Beam's PipelineOptions as --key=value flags.
+    beam: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+    def sha256(self) -> str:
+        """Identity of everything that shapes the output rows (not where they go or which runner runs)."""
+        facts = {k: v for k, v in self.to_dict().items() if k not in ("beam", "output")}
+        facts["keep_text"] = self.output.keep_text
+        return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Reads a YAML config file, applies ``dotted.key=value`` overrides, and validates it."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    for override in overrides:
+        apply_override(data, override)
+    return from_dict(data)
+
+
+def apply_override(data: dict, override: str) -> None:
+    """Sets ``a.b.c=value`` in place; the value is parsed as YAML (so lists, numbers and null work)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {override!r}: expected dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value is not valid YAML: {exc}") from None
+    parts = key.strip().split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(data: Mapping[str, Any]) -> Config:
+    cfg = _build(Config, data, "")
+    if not cfg.tasks:
+        raise ConfigError("tasks: at least one task is needed, e.g. sentiment: {kind: classify, model: ...}")
+    if not cfg.input.paths:
+        raise ConfigError("input.paths: at least one path or glob is needed")
+    for key in ("max_tokens", "sort_window"):
+        if getattr(cfg.batching, key) <= 0:
+            raise ConfigError(f"batching.{key}: must be a positive integer, got {getattr(cfg.batching, key)}")
+    if cfg.input.max_chars <= 0:
+        raise ConfigError(f"input.max_chars: must be a positive integer, got {cfg.input.max_chars}")
+    if cfg.runtime.torch_threads is not None and cfg.runtime.torch_threads <= 0:
+        raise ConfigError("runtime.torch_threads: must be a positive integer or null")
+    if not (cfg.runtime.device in ("auto", "cpu", "cuda") or cfg.runtime.device.startswith("cuda:")):
+        raise ConfigError(f"runtime.device: expected auto, cpu, cuda or cuda:N, got {cfg.runtime.device!r}")
+    return cfg
+
+
+def _tasks(value: Any, path: str) -> dict[str, TaskSettings]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of task name to settings, got {_kind(value)}")
+    tasks = {}
+    for name, settings in value.items():
+        where = f"{path}.{name}"
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ConfigError(f"{where}: task names become column names; use letters, digits and _")
+        if not isinstance(settings, Mapping):
+            raise ConfigError(f"{where}: expected a mapping with kind and model, got {_kind(settings)}")
+        kind = settings.get("kind")
+        if kind not in TASK_KINDS:
+            raise ConfigError(f"{where}.kind: expected one of {', '.join(TASK_KINDS)}, got {kind!r}")
+        options = {k: v for k, v in settings.items() if k != "kind"}
+        tasks[name] = _build(TASK_KINDS[kind].Settings, options, where)
+    return tasks
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {_kind(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else str(unknown[0])
+        raise ConfigError(f"{where}: unknown key (expected one of: {', '.join(fields)})")
+    values = {}
+    for name, field in fields.items():
+        where = f"{path}.{name}" if path else name
+        if name not in data:
+            no_default = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+            if no_default:
+                raise ConfigError(f"{where}: required key is missing")
+            continue
+        if cls is Config and name == "tasks":
+            values[name] = _tasks(data[name], where)
+        else:
+            values[name] = _coerce(hints[name], data[name], where)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, path)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: expected one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {_kind(value)}")
+        return tuple(_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+    if origin in (Mapping, dict) or hint in (dict, Mapping):
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {_kind(value)}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{path}: expected a non-empty string, got {value!r}")
+        return value
+    raise TypeError(f"{path}: unsupported config type {hint!r}")  # a bug in a settings class
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        out = {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, TaskSettings):
+            out = {"kind": value.kind, **out}
+        return out
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value

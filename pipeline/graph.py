@@ -1,0 +1,26 @@
+"""The whole pipeline on one screen: read shards, annotate them with every task, write Parquet."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from pipeline.plan import Plan, read_settings
+from transforms.annotate import AnnotateDocuments
+from transforms.read import ReadShards
+from transforms.write import WriteEnrichedParquet, WriteSettings
+
+
+def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
+    cfg = plan.cfg
+    read = p | "ReadShards" >> ReadShards(plan.shards, read_settings(cfg))
+    docs = read.docs | "SpreadDocuments" >> beam.Reshuffle()
+    annotated = docs | "AnnotateDocuments" >> AnnotateDocuments(
+        plan.groups, cfg.batching.max_tokens, cfg.batching.sort_window
+    )
+    failed = (read.failed, annotated["failed"]) | "AllFailures" >> beam.Flatten()
+    write = WriteSettings(
+        cfg.output.path, plan.schema, cfg.output.keep_text, cfg.output.compression, cfg.output.storage_options
+    )
+    return {"docs": annotated["annotated"], "failed": failed, "counts": read.counts} | (
+        "WriteEnrichedParquet" >> WriteEnrichedParquet(write, plan.facts, plan.started)
+    )

@@ -1,0 +1,100 @@
+"""Everything checked and resolved before a pipeline is built: the shards the globs match, each task's model
+(it exists, it fits the task, its weights are safetensors or explicitly trusted, their hash), the tokenizer
+groups, and the output schema. A mistake here ends the run before any worker starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline import __version__
+from pipeline.config import Config, ConfigError
+from transforms import SetupError, models
+from transforms.annotate import TaskGroup
+from transforms.read import ReadSettings, Shard, find_shards
+from transforms.schema import output_schema
+from transforms.tasks import TASK_KINDS, Runtime, TaskHandler
+from transforms.tasks.base import resolve_max_length
+
+RANDOM_WEIGHTS_KEY = "distilbeam_random_weights"  # set in config.json by `distilbeam demo-models`
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    cfg: Config
+    shards: list[Shard]
+    groups: list[TaskGroup]
+    schema: pa.Schema
+    facts: dict[str, Any]  # identity of the run: version, config hash, models; in the summary and metadata
+    started: float
+
+
+def prepare(cfg: Config, worker_processes: int = 1) -> Plan:
+    started = time.time()
+    shards = find_shards(cfg.input.paths, read_settings(cfg))
+    runtime = Runtime(cfg.runtime.device, cfg.runtime.precision, cfg.runtime.torch_threads, worker_processes)
+    groups: dict[str, list[TaskHandler]] = {}
+    refs: dict[str, models.ModelRef] = {}
+    identities = {}
+    for name, settings in cfg.tasks.items():
+        handler, tokenizer_id, identity = resolve_task(name, settings, runtime, cfg.batching.max_tokens)
+        groups.setdefault(tokenizer_id, []).append(handler)
+        refs.setdefault(tokenizer_id, settings.ref)
+        identities[name] = identity
+    task_groups = [TaskGroup(refs[key], tuple(handlers)) for key, handlers in groups.items()]
+    facts = {
+        "version": __version__,
+        "config_sha256": cfg.sha256(),
+        "tasks": identities,
+    }
+    metadata = {
+        "distilbeam.version": __version__,
+        "distilbeam.config_sha256": facts["config_sha256"],
+        "distilbeam.tasks": json.dumps(identities, sort_keys=True),
+    }
+    types = {name: TASK_KINDS[s.kind].Handler.arrow_type(s) for name, s in cfg.tasks.items()}
+    schema = output_schema(types, cfg.output.keep_text, metadata)
+    return Plan(cfg, shards, task_groups, schema, facts, started)
+
+
+def read_settings(cfg: Config) -> ReadSettings:
+    i = cfg.input
+    return ReadSettings(i.format, i.id_field, i.text_field, i.max_chars, i.storage_options)
+
+
+def resolve_task(
+    name: str, settings: Any, runtime: Runtime, max_tokens: int
+) -> tuple[TaskHandler, str, dict[str, Any]]:
+    where = f"tasks.{name}.model"
+    kind = TASK_KINDS[settings.kind]
+    try:
+        path = models.local_dir(settings.ref)
+        config = models.read_config(path, settings.model)
+        kind.Handler.check_model(settings.model, config)
+        weights = models.weight_files(path, settings.ref)
+        tokenizer = models.load_tokenizer(path)
+    except SetupError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except OSError as exc:  # the Hub or a store refused: name the model and pass on what it said
+        raise ConfigError(f"{where}: cannot load {settings.model}: {exc}") from None
+    max_length = resolve_max_length(settings, config, tokenizer)
+    frame = models.special_frame(tokenizer)
+    handler = kind.Handler(name, settings, runtime, max_tokens, max_length, frame)
+    problem = handler.settings_problem()
+    if problem:
+        raise ConfigError(f"tasks.{name}.{problem}")
+    identity = {
+        "kind": settings.kind,
+        "model": settings.model,
+        "revision": settings.revision,
+        "weights_sha256": models.weights_sha256(weights),
+        "max_length": max_length,
+        "labels": [config["id2label"][k] for k in sorted(config["id2label"], key=int)],
+    }
+    if config.get(RANDOM_WEIGHTS_KEY):
+        identity["random_weights"] = True
+    return handler, models.tokenizer_identity(tokenizer), identity

@@ -1,0 +1,164 @@
+"""Where models come from and how they are loaded: a Hugging Face Hub id, a local directory, or a directory
+in an object store copied once into a local cache. Weights load from safetensors unless the config allows
+pickle for a trusted model; remote code is never run."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from transforms import SetupError, storage
+
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRef:
+    uri: str  # Hub id, local directory, or fsspec URL of a directory
+    revision: str | None = None
+    allow_pickle: bool = False
+
+    @property
+    def is_remote(self) -> bool:
+        return "://" in self.uri and not self.uri.startswith("file://")
+
+    @property
+    def is_local(self) -> bool:
+        path = self.uri.removeprefix("file://")
+        return self.uri.startswith(("file://", "/", "./", "../", "~")) or os.path.exists(path)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DISTILBEAM_CACHE", Path.home() / ".cache" / "distilbeam"))
+
+
+def local_dir(ref: ModelRef) -> Path:
+    """A local directory holding the model's files, fetching and caching it when it lives elsewhere."""
+    if ref.is_remote:
+        return _cached_copy(ref.uri)
+    if ref.is_local:
+        path = Path(ref.uri.removeprefix("file://")).expanduser()
+        if not path.is_dir():
+            raise SetupError(f"model directory {ref.uri} does not exist")
+        return path
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.txt", "*.model", "*.safetensors"]
+    if ref.allow_pickle:
+        patterns.append("*.bin")
+    return Path(snapshot_download(ref.uri, revision=ref.revision, allow_patterns=patterns))
+
+
+def _cached_copy(uri: str) -> Path:
+    """Copies a remote model directory into the cache under a key of its URL and its files' identities
+    (size and etag/generation/checksum), so a changed model is fetched anew and an unchanged one reused.
+    The copy lands under a temporary name and is renamed into place: a half-copied model is never used."""
+    fs, root = storage.filesystem(uri)
+    try:
+        listing = fs.find(root, detail=True)
+    except Exception as exc:
+        raise SetupError(f"cannot list model directory {uri}: {exc}") from exc
+    if not listing:
+        raise SetupError(f"model directory {uri} is empty or does not exist")
+    identity = hashlib.sha256(uri.encode())
+    for path, info in sorted(listing.items()):
+        tag = next(
+            (info[k] for k in ("ETag", "etag", "generation", "md5Hash", "crc32c", "mtime") if k in info), ""
+        )
+        identity.update(f"{path}\0{info.get('size')}\0{tag}\n".encode())
+    target = cache_root() / "models" / identity.hexdigest()[:32]
+    if target.is_dir():
+        return target
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
+    try:
+        for path in listing:
+            rel = path[len(root.rstrip("/")) + 1 :]
+            dest = tmp / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(path, str(dest))
+        try:
+            tmp.rename(target)
+        except OSError:  # another worker finished the same copy first
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def read_config(path: Path, uri: str) -> dict[str, Any]:
+    config = path / "config.json"
+    if not config.is_file():
+        raise SetupError(f"model {uri} has no config.json: is it a transformers model directory?")
+    try:
+        return json.loads(config.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise SetupError(f"model {uri}: config.json is not valid JSON ({exc})") from exc
+
+
+def weight_files(path: Path, ref: ModelRef) -> list[Path]:
+    """The files holding the weights, refusing pickle unless the config allows it."""
+    for names in (SAFE_WEIGHTS, PICKLE_WEIGHTS):
+        found = [path / n for n in names if (path / n).is_file()]
+        if found and names is PICKLE_WEIGHTS and not ref.allow_pickle:
+            raise SetupError(
+                f"model {ref.uri} has only pickle weights (pytorch_model.bin), which can run code when "
+                "loaded; convert it to safetensors, or set allow_pickle: true on the task if you trust it"
+            )
+        if found:
+            index = [f for f in found if f.name.endswith(".index.json")]
+            if index:
+                shards = json.loads(index[0].read_text())["weight_map"].values()
+                return sorted({path / s for s in shards})
+            return found
+    raise SetupError(f"model {ref.uri} has no weights (expected model.safetensors)")
+
+
+def weights_sha256(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for file in files:
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    if not tokenizer.is_fast:
+        raise SetupError(f"model at {path} has no fast tokenizer (tokenizer.json); offsets need one")
+    return tokenizer
+
+
+def special_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special token ids the tokenizer puts before and after a single sequence ([CLS] / [SEP])."""
+    inner = tokenizer.encode("a", add_special_tokens=False)
+    framed = tokenizer.encode("a", add_special_tokens=True)
+    for i in range(len(framed) - len(inner) + 1):
+        if framed[i : i + len(inner)] == inner:
+            return framed[:i], framed[i + len(inner) :]
+    raise SetupError(f"cannot tell the special tokens of {type(tokenizer).__name__}")
+
+
+def tokenizer_identity(tokenizer: Any) -> str:
+    """Two tasks whose tokenizers have the same identity share one tokenization."""
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
+
+
+def load_model(path: Path, auto_class: Any, ref: ModelRef) -> Any:
+    from transformers.utils import logging as hf_logging
+
+    weight_files(path, ref)  # refuses pickle before transformers gets a chance to unpickle anything
+    hf_logging.disable_progress_bar()
+    return auto_class.from_pretrained(
+        str(path), use_safetensors=not ref.allow_pickle or None, trust_remote_code=False
+    ).eval()

@@ -1,0 +1,136 @@
+"""Records that flow between the pipeline's steps, and every Arrow schema the pipeline writes.
+
+Documents, dead-letter rows and per-shard statistics are small frozen dataclasses; the Parquet schemas are
+built here from them, so the output contract lives in one place. Each task kind contributes one column type
+(see ``transforms/tasks``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+
+# Where in the pipeline a record failed; the dead letter's ``stage`` column takes these values.
+STAGES = ("read", "decode", "parse", "tokenize", "infer", "write")
+RAW_LIMIT = 1024  # bytes of the raw record kept in a dead-letter row
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Document:
+    id: str
+    source: str  # shard URI
+    offset: int  # line number (text, jsonl) or row index (parquet), from 0
+    text: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Failure:
+    """A record that could not be annotated: one dead-letter row."""
+
+    id: str | None
+    source: str
+    offset: int
+    stage: str
+    error: str  # exception type, or a short code when no exception was raised
+    message: str
+    raw: str
+
+    @classmethod
+    def of(
+        cls,
+        stage: str,
+        error: str | BaseException,
+        message: str,
+        *,
+        source: str,
+        offset: int,
+        id: str | None = None,
+        raw: bytes | str = b"",
+    ) -> Failure:
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8", "surrogatepass")
+        name = type(error).__name__ if isinstance(error, BaseException) else error
+        text = raw[:RAW_LIMIT].decode("utf-8", "replace")
+        return cls(id, source, offset, stage, name, message, text)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Annotated:
+    """A document with its token count and one result per task, keyed by task name."""
+
+    doc: Document
+    n_tokens: int  # under the first tokenizer, special tokens excluded; -1 until tokenized
+    results: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShardStats:
+    """What one shard contributed, merged into the run summary."""
+
+    shards: int = 0
+    docs_read: int = 0
+    docs_written: int = 0
+    docs_failed: int = 0
+    tokens: int = 0
+    failed_by_stage: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+    def __add__(self, other: ShardStats) -> ShardStats:
+        stages = dict(self.failed_by_stage)
+        for stage, n in other.failed_by_stage.items():
+            stages[stage] = stages.get(stage, 0) + n
+        return ShardStats(
+            self.shards + other.shards,
+            self.docs_read + other.docs_read,
+            self.docs_written + other.docs_written,
+            self.docs_failed + other.docs_failed,
+            self.tokens + other.tokens,
+            dict(sorted(stages.items())),
+        )
+
+
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("offset", pa.int64(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("error", pa.string(), nullable=False),
+        pa.field("message", pa.string(), nullable=False),
+        pa.field("raw", pa.string(), nullable=False),
+    ]
+)
+
+
+def output_schema(
+    task_types: Mapping[str, pa.DataType], keep_text: bool, metadata: Mapping[str, str] | None = None
+) -> pa.Schema:
+    """The enriched-document schema: fixed columns, then one column per task in config order."""
+    fields = [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("offset", pa.int64(), nullable=False),
+        pa.field("n_tokens", pa.int32(), nullable=False),
+    ]
+    if keep_text:
+        fields.append(pa.field("text", pa.string(), nullable=False))
+    fields += [pa.field(name, type_) for name, type_ in task_types.items()]
+    return pa.schema(fields, metadata=dict(metadata or {}))
+
+
+def output_row(item: Annotated, keep_text: bool) -> dict[str, Any]:
+    row = {
+        "id": item.doc.id,
+        "source": item.doc.source,
+        "offset": item.doc.offset,
+        "n_tokens": item.n_tokens,
+    }
+    if keep_text:
+        row["text"] = item.doc.text
+    row.update(item.results)
+    return row
+
+
+def dead_letter_row(failure: Failure) -> dict[str, Any]:
+    return dataclasses.asdict(failure)

@@ -1,0 +1,196 @@
+"""Writing enriched Parquet, the dead letter and the run summary.
+
+Rows are gathered per input shard and written as one Parquet file per shard, named from the shard, sorted
+by offset, so a re-run replaces a file instead of adding a duplicate. Each shard's record count from the
+reader is checked against what was written plus what failed: no document disappears unnoticed."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.metrics import Metrics
+
+from transforms import storage
+from transforms.schema import (
+    DEAD_LETTER_SCHEMA,
+    Annotated,
+    Failure,
+    ShardStats,
+    dead_letter_row,
+    output_row,
+)
+
+log = logging.getLogger(__name__)
+ERRORS_DIR = "_errors"
+SUMMARY_FILE = "_SUMMARY.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteSettings:
+    path: str
+    schema: pa.Schema  # with the key-value metadata every file carries
+    keep_text: bool
+    compression: str
+    storage_options: Mapping[str, Any]
+
+
+def shard_file_name(source: str) -> str:
+    return f"part-{hashlib.blake2b(source.encode(), digest_size=8).hexdigest()}.parquet"
+
+
+def parquet_bytes(rows: list[dict[str, Any]], schema: pa.Schema, compression: str) -> bytes:
+    table = pa.Table.from_pylist(rows, schema=schema)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression=None if compression == "none" else compression)
+    return sink.getvalue()
+
+
+def split_writable(
+    items: list[Annotated], schema: pa.Schema, keep_text: bool
+) -> tuple[list[dict[str, Any]], list[Failure]]:
+    """Rows that convert to the output schema, and a write-stage failure for each one that does not."""
+    rows = [output_row(item, keep_text) for item in items]
+    try:
+        pa.Table.from_pylist(rows, schema=schema)
+        return rows, []
+    except (pa.ArrowException, TypeError, ValueError):
+        pass
+    good, bad = [], []
+    for item, row in zip(items, rows, strict=True):
+        try:
+            pa.Table.from_pylist([row], schema=schema)
+            good.append(row)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            doc = item.doc
+            bad.append(
+                Failure.of(
+                    "write",
+                    exc,
+                    f"result does not fit the output schema: {exc}",
+                    source=doc.source,
+                    offset=doc.offset,
+                    id=doc.id,
+                    raw=doc.text[:1024],
+                )
+            )
+    return good, bad
+
+
+class WriteShardFn(beam.DoFn):
+    """(shard, {docs, failed, counts}) -> the shard's Parquet file and dead-letter file, and its stats."""
+
+    def __init__(self, settings: WriteSettings):
+        self._settings = settings
+        self._written = Metrics.counter("distilbeam", "docs_written")
+        self._failed = Metrics.counter("distilbeam", "docs_failed")
+        self._tokens = Metrics.counter("distilbeam", "tokens")
+        self._lost = Metrics.counter("distilbeam", "docs_unaccounted")
+
+    def process(self, element: tuple[str, Mapping[str, Iterable[Any]]]) -> Iterator[ShardStats]:
+        source, grouped = element
+        s = self._settings
+        items = sorted(grouped["docs"], key=lambda a: (a.doc.offset, a.doc.id))
+        rows, write_failures = split_writable(items, s.schema, s.keep_text)
+        failures = sorted(
+            [*grouped["failed"], *write_failures], key=lambda f: (f.offset, f.stage, f.id or "")
+        )
+        read = sum(grouped["counts"])
+        name = shard_file_name(source)
+
+        data = parquet_bytes(rows, s.schema, s.compression)
+        storage.write_atomic(storage.join(s.path, name), lambda f: f.write(data), s.storage_options)
+        errors_uri = storage.join(s.path, ERRORS_DIR, name)
+        if failures:
+            dead = parquet_bytes([dead_letter_row(f) for f in failures], DEAD_LETTER_SCHEMA, s.compression)
+            storage.write_atomic(errors_uri, lambda f: f.write(dead), s.storage_options)
+        else:
+            _remove_if_present(errors_uri, s.storage_options)
+
+        tokens = sum(row["n_tokens"] for row in rows)
+        if read != len(rows) + len(failures):
+            log.error(
+                "shard %s: %d records read but %d written + %d failed", source, read, len(rows), len(failures)
+            )
+            self._lost.inc(abs(read - len(rows) - len(failures)))
+        self._written.inc(len(rows))
+        self._failed.inc(len(failures))
+        self._tokens.inc(tokens)
+        by_stage: dict[str, int] = {}
+        for failure in failures:
+            by_stage[failure.stage] = by_stage.get(failure.stage, 0) + 1
+        yield ShardStats(1, read, len(rows), len(failures), tokens, by_stage)
+
+
+def _remove_if_present(uri: str, storage_options: Mapping[str, Any]) -> None:
+    fs, path = storage.filesystem(uri, storage_options)
+    if fs.exists(path):
+        fs.rm(path)
+
+
+class WriteSummaryFn(beam.DoFn):
+    """Writes ``_SUMMARY.json`` once every shard is written: the run's counts and the facts it was given."""
+
+    def __init__(
+        self, path: str, facts: Mapping[str, Any], started: float, storage_options: Mapping[str, Any]
+    ):
+        self._path = path
+        self._facts = facts
+        self._started = started
+        self._storage_options = storage_options
+
+    def process(self, stats: ShardStats) -> Iterator[dict[str, Any]]:
+        summary = summary_dict(stats, self._facts, time.time() - self._started)
+        text = json.dumps(summary, indent=2, sort_keys=False) + "\n"
+        uri = storage.join(self._path, SUMMARY_FILE)
+        storage.write_atomic(uri, lambda f: f.write(text.encode()), self._storage_options)
+        yield summary
+
+
+def summary_dict(stats: ShardStats, facts: Mapping[str, Any], wall_seconds: float) -> dict[str, Any]:
+    return {
+        "docs_read": stats.docs_read,
+        "docs_written": stats.docs_written,
+        "docs_failed": stats.docs_failed,
+        "complete": stats.docs_read == stats.docs_written + stats.docs_failed,
+        "tokens": stats.tokens,
+        "shards": stats.shards,
+        "failed_by_stage": dict(stats.failed_by_stage),
+        "wall_seconds": round(wall_seconds, 3),
+        "docs_per_second": round(stats.docs_read / wall_seconds, 3) if wall_seconds > 0 else None,
+        **facts,
+    }
+
+
+class WriteEnrichedParquet(beam.PTransform):
+    """Annotated documents, dead-letter rows and per-shard read counts -> Parquet files, then the summary."""
+
+    def __init__(self, settings: WriteSettings, facts: Mapping[str, Any], started: float):
+        super().__init__()
+        self._settings = settings
+        self._facts = facts
+        self._started = started
+
+    def expand(self, inputs: Mapping[str, beam.PCollection]) -> beam.PCollection:
+        s = self._settings
+        return (
+            {
+                "docs": inputs["docs"] | "KeyDocs" >> beam.Map(lambda a: (a.doc.source, a)),
+                "failed": inputs["failed"] | "KeyFailures" >> beam.Map(lambda f: (f.source, f)),
+                "counts": inputs["counts"],
+            }
+            | "GroupByShard" >> beam.CoGroupByKey()
+            | "WriteShards" >> beam.ParDo(WriteShardFn(s))
+            | "AddUp" >> beam.CombineGlobally(sum, ShardStats())
+            | "WriteSummary"
+            >> beam.ParDo(WriteSummaryFn(s.path, self._facts, self._started, s.storage_options))
+        )
