@@ -79,13 +79,22 @@ def run(config_path: str, overrides: list[str], force: bool, beam_argv: list[str
 
 def prepare_output(path: str, storage_options: dict, force: bool) -> None:
     """Refuses to mix a run's files with an earlier run's; with ``force``, removes the earlier outputs
-    (and only those: files distilbeam did not write stay where they are)."""
+    (and only those: files distilbeam did not write stay where they are). Then checks that the location
+    can be written, so a missing bucket or a denied write stops the run before any work is done."""
+    try:
+        _clear_output(path, storage_options, force)
+        storage.check_writable(path, storage_options)
+    except OSError as exc:
+        raise config.ConfigError(f"output.path: {exc}") from None
+
+
+def _clear_output(path: str, storage_options: dict, force: bool) -> None:
     fs, root = storage.filesystem(path, storage_options)
-    if not fs.exists(root):
+    if not storage.exists(path, storage_options):
         return
-    if not fs.isdir(root):
+    if not storage.retrying("look up", path, lambda: fs.isdir(root)):
         raise config.ConfigError(f"output.path: {path} exists and is not a directory")
-    entries = fs.ls(root, detail=False)
+    entries = storage.retrying("list", path, lambda: fs.ls(root, detail=False))
     if not entries:
         return
     if not force:
@@ -95,20 +104,26 @@ def prepare_output(path: str, storage_options: dict, force: bool) -> None:
         )
     for entry in entries:
         name = entry.rstrip("/").rsplit("/", 1)[-1]
-        if (name.startswith("part-") and name.endswith(".parquet")) or name == SUMMARY_FILE:
-            fs.rm(entry)
+        ours = name == SUMMARY_FILE or name.startswith(storage.WRITE_CHECK_PREFIX)
+        if ours or (name.startswith("part-") and name.endswith(".parquet")):
+            storage.remove(storage.join(path, name), storage_options)
         elif name == ERRORS_DIR:
-            fs.rm(entry, recursive=True)
-    fs.invalidate_cache()
+            storage.remove(storage.join(path, name), storage_options, recursive=True)
 
 
 def read_summary(path: str, storage_options: dict) -> dict | None:
-    fs, root = storage.filesystem(storage.join(path, SUMMARY_FILE), storage_options)
+    uri = storage.join(path, SUMMARY_FILE)
+    fs, root = storage.filesystem(uri, storage_options)
     fs.invalidate_cache()
-    if not fs.exists(root):
-        return None
-    with fs.open(root, "rb") as f:
-        return json.load(f)
+
+    def load() -> dict | None:
+        try:
+            with fs.open(root, "rb") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+
+    return storage.retrying("read", uri, load)
 
 
 def demo_models(directory: Path) -> int:

@@ -32,7 +32,7 @@ class InputConfig:
     # Longer documents go to the dead letter instead of into a worker's memory and the tokenizer.
     max_chars: int = 1_000_000
     # Passed to the fsspec filesystem of every input path (endpoint, profile, anonymous access...).
-    storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +56,7 @@ class OutputConfig:
     path: str
     compression: Literal["zstd", "snappy", "gzip", "brotli", "lz4", "none"] = "zstd"
     keep_text: bool = False
-    storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +76,7 @@ class Config:
         """Identity of everything that shapes the output rows (not where they go or which runner runs)."""
         facts = {k: v for k, v in self.to_dict().items() if k not in ("beam", "output")}
         facts["keep_text"] = self.output.keep_text
+        _drop_storage_options(facts)  # where files live and how to reach them, credentials included
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
@@ -217,6 +218,13 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a non-empty string, got {value!r}")
         return value
     raise TypeError(f"{path}: unsupported config type {hint!r}")  # a bug in a settings class
+
+
+def _drop_storage_options(node: Any) -> None:
+    if isinstance(node, dict):
+        node.pop("storage_options", None)
+        for value in node.values():
+            _drop_storage_options(value)
 
 
 def _kind(value: Any) -> str:

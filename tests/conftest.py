@@ -83,3 +83,6 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path
+
+
+pytest_plugins = ["tests.object_stores"]  # S3 server, GCS emulator and fault proxy fixtures

@@ -5,15 +5,20 @@ pickle for a trusted model; remote code is never run."""
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from transforms import SetupError, storage
+
+log = logging.getLogger(__name__)
 
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -24,6 +29,8 @@ class ModelRef:
     uri: str  # Hub id, local directory, or fsspec URL of a directory
     revision: str | None = None
     allow_pickle: bool = False
+    # fsspec options for a remote directory's store; may hold credentials, so kept out of reprs.
+    storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @property
     def is_remote(self) -> bool:
@@ -42,7 +49,7 @@ def cache_root() -> Path:
 def local_dir(ref: ModelRef) -> Path:
     """A local directory holding the model's files, fetching and caching it when it lives elsewhere."""
     if ref.is_remote:
-        return _cached_copy(ref.uri)
+        return _cached_copy(ref.uri, ref.storage_options)
     if ref.is_local:
         path = Path(ref.uri.removeprefix("file://")).expanduser()
         if not path.is_dir():
@@ -56,41 +63,65 @@ def local_dir(ref: ModelRef) -> Path:
     return Path(snapshot_download(ref.uri, revision=ref.revision, allow_patterns=patterns))
 
 
-def _cached_copy(uri: str) -> Path:
+def _cached_copy(uri: str, storage_options: Mapping[str, Any]) -> Path:
     """Copies a remote model directory into the cache under a key of its URL and its files' identities
-    (size and etag/generation/checksum), so a changed model is fetched anew and an unchanged one reused.
-    The copy lands under a temporary name and is renamed into place: a half-copied model is never used."""
-    fs, root = storage.filesystem(uri)
+    (size and etag/generation/checksum), so a changed model is fetched anew and an unchanged one reused by
+    later bundles, tasks and runs on the same machine.
+
+    The copy lands in a temporary directory, each file's size is checked against the listing, and the
+    directory is renamed into place only when complete: a half-copied model is never used, whether the
+    copy failed or its process was killed. Processes on one machine take a lock, so one copies while the
+    others wait and then reuse its copy."""
     try:
-        listing = fs.find(root, detail=True)
-    except Exception as exc:
-        raise SetupError(f"cannot list model directory {uri}: {exc}") from exc
+        fs, root = storage.filesystem(uri, storage_options)
+        listing = storage.retrying("list model directory", uri, lambda: fs.find(root, detail=True))
+    except storage.StorageError as exc:
+        raise SetupError(str(exc)) from exc
     if not listing:
         raise SetupError(f"model directory {uri} is empty or does not exist")
-    identity = hashlib.sha256(uri.encode())
-    for path, info in sorted(listing.items()):
-        tag = next(
-            (info[k] for k in ("ETag", "etag", "generation", "md5Hash", "crc32c", "mtime") if k in info), ""
-        )
-        identity.update(f"{path}\0{info.get('size')}\0{tag}\n".encode())
-    target = cache_root() / "models" / identity.hexdigest()[:32]
+    target = cache_root() / "models" / cache_key(uri, listing)
     if target.is_dir():
         return target
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
-    try:
-        for path in listing:
-            rel = path[len(root.rstrip("/")) + 1 :]
-            dest = tmp / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fs.get_file(path, str(dest))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(f".{target.name}.lock"), "wb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.is_dir():  # copied by another process while this one waited
+            return target
+        _remove_stale_copies(target)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
         try:
+            base = root.rstrip("/")
+            for path, info in sorted(listing.items()):
+                dest = tmp / path[len(base) + 1 :]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                source = fs.unstrip_protocol(path)
+                storage.retrying("copy model file", source, lambda p=path, d=dest: fs.get_file(p, str(d)))
+                if info.get("size") is not None and dest.stat().st_size != info["size"]:
+                    raise SetupError(
+                        f"model file {source}: copied {dest.stat().st_size} bytes, expected {info['size']}"
+                    )
             tmp.rename(target)
-        except OSError:  # another worker finished the same copy first
-            if not target.is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        except storage.StorageError as exc:
+            raise SetupError(str(exc)) from exc
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("copied model %s to %s", uri, target)
     return target
+
+
+def cache_key(uri: str, listing: Mapping[str, Mapping[str, Any]]) -> str:
+    """The cache directory name of a remote model: its URL and, per file, path, size and version tag."""
+    identity = hashlib.sha256(uri.encode())
+    for path, info in sorted(listing.items()):
+        size, tag = storage.file_identity(info)
+        identity.update(f"{path}\0{size}\0{tag}\n".encode())
+    return identity.hexdigest()[:32]
+
+
+def _remove_stale_copies(target: Path) -> None:
+    """Partial copies left by killed processes (the lock is held, so none is in progress)."""
+    for partial in target.parent.glob(f".{target.name}.*.partial"):
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def read_config(path: Path, uri: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ class ReadSettings:
     id_field: str | None
     text_field: str
     max_chars: int
-    storage_options: Mapping[str, Any]
+    storage_options: Mapping[str, Any] = dataclasses.field(repr=False)  # may hold credentials
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +81,7 @@ def read_shard(shard: Shard, settings: ReadSettings) -> Iterator[Document | Fail
     try:
         stream = storage.open_input(shard.uri, settings.storage_options)
     except Exception as exc:
+        _raise_if_store_failed(exc)
         yield Failure.of("read", exc, f"cannot open shard: {exc}", source=shard.uri, offset=0)
         return
     parse = _parse_json_line if shard.format == "jsonl" else _parse_text_line
@@ -92,6 +93,7 @@ def read_shard(shard: Shard, settings: ReadSettings) -> Iterator[Document | Fail
             except StopIteration:
                 return
             except Exception as exc:
+                _raise_if_store_failed(exc)
                 message = f"shard unreadable after {offset} records ({exc}); the rest of it is lost"
                 stage = "read" if isinstance(exc, PermissionError | IsADirectoryError) else "decode"
                 yield Failure.of(stage, exc, message, source=shard.uri, offset=offset)
@@ -104,6 +106,13 @@ def read_shard(shard: Shard, settings: ReadSettings) -> Iterator[Document | Fail
             else:
                 yield parse(line, shard.uri, offset, settings)
             offset += 1
+
+
+def _raise_if_store_failed(exc: Exception) -> None:
+    """A store that stayed unreachable through every retry says nothing about the shard's records: fail the
+    bundle (the runner retries it, or the run ends) rather than dead-letter a readable shard."""
+    if isinstance(exc, storage.StorageError) and exc.transient:
+        raise exc
 
 
 def _lines(stream: IO[bytes], max_bytes: int) -> Iterator[bytes | None]:
@@ -178,10 +187,10 @@ def _record_id(value: Any, source: str, offset: int) -> str | Failure:
 
 def _read_parquet(uri: str, settings: ReadSettings) -> Iterator[Document | Failure]:
     try:
-        fs, path = storage.filesystem(uri, settings.storage_options)
-        handle = fs.open(path, "rb")
+        handle = storage.open_raw(uri, settings.storage_options)
         parquet = pq.ParquetFile(handle)
     except Exception as exc:
+        _raise_if_store_failed(exc)
         yield Failure.of("read", exc, f"cannot open Parquet shard: {exc}", source=uri, offset=0)
         return
     with handle:
@@ -206,6 +215,7 @@ def _read_parquet(uri: str, settings: ReadSettings) -> Iterator[Document | Failu
                     yield _parquet_record(uri, offset, text, raw_id, problem, settings)
                     offset += 1
         except Exception as exc:
+            _raise_if_store_failed(exc)
             message = f"Parquet shard unreadable after {offset} rows ({exc}); the rest of it is lost"
             yield Failure.of("decode", exc, message, source=uri, offset=offset)
 

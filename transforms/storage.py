@@ -1,19 +1,158 @@
 """Paths the same everywhere: local files and any fsspec URL (s3://, gs://, ...), globbed, opened with
-transparent decompression, and written so that a reader never sees a half-written file."""
+transparent decompression, and written so that a reader never sees a half-written file.
+
+Failures are sorted in two: transient ones (throttling, 5xx replies, dropped connections, timeouts) are
+retried with exponential backoff; permanent ones (no such bucket or object, access denied, a bad request)
+are not, and end in a ``StorageError`` whose message names the URL. Each request is first retried by the
+store's own client (botocore and s3fs for S3, gcsfs for GCS), which knows which requests are safe to
+repeat; this module retries whole operations on top of that, for clients that do not retry and for outages
+longer than a client's own budget. Reads are retried below the decompressor and the record parser: a read
+that fails part-way reopens the object and continues at the byte it had reached, so a retry never repeats
+or skips a record."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
+import logging
 import os
 import posixpath
+import random
+import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from smart_open.compression import compression_wrapper
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 COMPRESSED = (".gz", ".bz2", ".zst", ".xz")
+READ_BLOCK_BYTES = 8 << 20  # bytes per ranged GET when reading a remote file
+RETRY_ATTEMPTS = 5  # tries of one operation, each of them retried inside the client too
+RETRY_FIRST_WAIT = 0.5  # seconds before the second try; doubles each time, with jitter
+RETRY_MAX_WAIT = 20.0
+WRITE_CHECK_PREFIX = "_distilbeam_write_check-"
+
+# Exception classes (by name, so that no client library has to be installed) that mean a dropped
+# connection, a timeout or a reply cut short: aiohttp, botocore, requests, urllib3, http.client, fsspec.
+_TRANSIENT_CLASSES = {
+    "ClientConnectionError",
+    "ClientPayloadError",
+    "ServerDisconnectedError",
+    "ServerTimeoutError",
+    "EndpointConnectionError",
+    "ConnectionClosedError",
+    "ReadTimeoutError",
+    "ConnectTimeoutError",
+    "IncompleteReadError",
+    "ResponseStreamingError",
+    "IncompleteRead",
+    "ProtocolError",
+    "ChunkedEncodingError",
+    "ProxyError",
+    "FSTimeoutError",
+}
+# Error codes S3 (and S3-compatible stores) send for throttling and for failures on their side.
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "ServiceUnavailable",
+}
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+_TRANSIENT_ERRNO = {
+    errno.EBUSY,  # s3fs: SlowDown, ServiceUnavailable, 503
+    getattr(errno, "EREMOTEIO", 121),  # s3fs: InternalError, 500
+    errno.ECONNRESET,
+    errno.ECONNABORTED,
+    errno.ECONNREFUSED,
+    errno.EPIPE,
+    errno.ETIMEDOUT,
+}
+
+
+class StorageError(OSError):
+    """A storage operation that failed for good: a permanent error, or a transient one that outlasted
+    every retry (``transient`` tells which). The message names the URL and what the store said."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+    def __reduce__(self):  # keep the message and flag when Beam pickles the error between processes
+        return StorageError, (str(self), self.transient)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the operation that raised ``exc`` can succeed."""
+    if isinstance(exc, StorageError):
+        return False  # already retried
+    if isinstance(exc, FileNotFoundError | PermissionError | FileExistsError | IsADirectoryError):
+        return False
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if _transient_here(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _transient_here(exc: BaseException) -> bool:
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    if _TRANSIENT_CLASSES & {c.__name__ for c in type(exc).__mro__}:
+        return True
+    if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNO:
+        return True
+    response = getattr(exc, "response", None)  # botocore ClientError
+    if isinstance(response, Mapping):
+        code = response.get("Error", {}).get("Code")
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in _TRANSIENT_CODES or status in _TRANSIENT_STATUS:
+            return True
+    if type(exc).__name__ == "HttpError":  # gcsfs
+        return str(getattr(exc, "code", "")) in {str(s) for s in _TRANSIENT_STATUS}
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """What went wrong, in a line."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, FileNotFoundError):  # gcsfs puts a request path in the message, s3fs a sentence
+        return f"no such bucket or object ({text})" if " " in text else "no such bucket or object"
+    if isinstance(exc, PermissionError) or text.startswith("Forbidden") or "AccessDenied" in text:
+        return f"access denied ({text})"
+    return f"{type(exc).__name__}: {text}"
+
+
+def retrying(action: str, uri: str, operation: Callable[[], T], attempts: int = RETRY_ATTEMPTS) -> T:
+    """Runs ``operation``, retrying transient errors with exponential backoff and jitter; any other error,
+    or the last transient one, becomes a StorageError naming ``action`` and ``uri``."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return operation()
+        except StorageError:
+            raise
+        except Exception as exc:
+            transient = is_transient(exc)
+            if not transient or attempt == attempts:
+                tries = f" after {attempts} tries" if transient else ""
+                raise StorageError(f"cannot {action} {uri}{tries}: {describe(exc)}", transient) from exc
+            wait = min(RETRY_MAX_WAIT, RETRY_FIRST_WAIT * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+            log.warning("%s %s failed (%s); retrying in %.1fs", action, uri, describe(exc), wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def filesystem(uri: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
@@ -41,8 +180,30 @@ def join(base: str, *parts: str) -> str:
 def expand(pattern: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
     """Files matching one glob (or the file itself), sorted; directories are not files."""
     fs, path = filesystem(pattern, storage_options)
-    matches = fs.glob(path) if fsspec.core.has_magic(path) else ([path] if fs.exists(path) else [])
-    return sorted(to_uri(fs, m) for m in matches if not fs.isdir(m))
+
+    def matches() -> list[str]:
+        found = fs.glob(path) if fsspec.core.has_magic(path) else ([path] if fs.exists(path) else [])
+        return sorted(to_uri(fs, m) for m in found if not fs.isdir(m))
+
+    return retrying("list", pattern, matches)
+
+
+def exists(uri: str, storage_options: Mapping[str, Any] | None = None) -> bool:
+    fs, path = filesystem(uri, storage_options)
+    return retrying("look up", uri, lambda: fs.exists(path))
+
+
+def remove(uri: str, storage_options: Mapping[str, Any] | None = None, recursive: bool = False) -> None:
+    """Removes a file (or a directory with ``recursive``); one that is already gone is fine, since a retried
+    delete may find that its first try went through."""
+    fs, path = filesystem(uri, storage_options)
+
+    def rm() -> None:
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(path, recursive=recursive)
+
+    retrying("remove", uri, rm)
+    fs.invalidate_cache()
 
 
 def strip_compression(name: str) -> str:
@@ -54,9 +215,101 @@ def strip_compression(name: str) -> str:
 
 def open_input(uri: str, storage_options: Mapping[str, Any] | None = None) -> IO[bytes]:
     """A binary stream of the file's content, decompressed by its extension; streamed, never read whole."""
+    raw = open_raw(uri, storage_options)
+    return compression_wrapper(raw, "rb", filename=uri)
+
+
+def open_raw(
+    uri: str, storage_options: Mapping[str, Any] | None = None, block_size: int = READ_BLOCK_BYTES
+) -> IO[bytes]:
+    """A seekable binary stream of the file as stored. Remote files are read in ranged requests of
+    ``block_size`` bytes; a request that fails transiently is retried from the byte it had reached."""
     fs, path = filesystem(uri, storage_options)
-    raw = fs.open(path, "rb")
-    return compression_wrapper(raw, "rb", filename=path)
+    if isinstance(fs, LocalFileSystem):
+        return open(path, "rb")
+    return io.BufferedReader(ResumableReader(fs, path, uri, block_size), buffer_size=1 << 16)
+
+
+class ResumableReader(io.RawIOBase):
+    """A remote file read through fsspec that survives dropped connections: on a transient error it
+    reopens the object and seeks back to its own position before trying again. Reopening checks that the
+    object is still the one first opened (size and etag or generation), so a file replaced mid-read fails
+    instead of splicing two versions together."""
+
+    def __init__(self, fs: Any, path: str, uri: str, block_size: int):
+        super().__init__()
+        self._fs, self._path, self.uri, self._block_size = fs, path, uri, block_size
+        self._pos = 0
+        self._file = retrying("open", uri, self._open)
+        self._identity = file_identity(getattr(self._file, "details", {}))
+
+    def _open(self) -> Any:
+        return self._fs.open(self._path, "rb", block_size=self._block_size)
+
+    def _reopen(self) -> None:
+        with contextlib.suppress(Exception):  # the old handle's connection is already broken
+            self._file.close()
+        self._fs.invalidate_cache(self._path)
+        self._file = self._open()
+        identity = file_identity(getattr(self._file, "details", {}))
+        if identity != self._identity:
+            raise StorageError(f"cannot read {self.uri}: the file changed while it was being read")
+        self._file.seek(self._pos)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._pos = self._file.seek(offset, whence)
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        attempt = 0
+
+        def read_once() -> bytes:
+            nonlocal attempt
+            attempt += 1
+            if attempt > 1:
+                self._reopen()
+            return self._file.read(size)
+
+        data = retrying("read", self.uri, read_once)
+        self._pos += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        chunks = []
+        while chunk := self.read(READ_BLOCK_BYTES):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._file.close()
+            finally:
+                super().close()
+
+
+def file_identity(info: Mapping[str, Any]) -> tuple[Any, Any]:
+    """(size, version tag) from an fsspec listing entry: what changes when the object is replaced."""
+    tag = next(
+        (info[k] for k in ("ETag", "etag", "generation", "md5Hash", "crc32c", "mtime") if k in info), ""
+    )
+    return info.get("size"), str(tag)
 
 
 def write_atomic(
@@ -64,8 +317,10 @@ def write_atomic(
 ) -> None:
     """Writes a file so that it appears complete or not at all under its final name.
 
-    Object stores already publish an object only when its upload completes; a local file is written under
-    a temporary name in the same directory and renamed, which is atomic on POSIX filesystems."""
+    A local file is written under a temporary name in the same directory and renamed, which is atomic on
+    POSIX filesystems. For an object store the content is built in memory and uploaded whole (one request,
+    or a multipart or resumable upload for large files): the store publishes an object only when its upload
+    completes, and an upload that fails is retried whole, never continued from a state we cannot see."""
     fs, path = filesystem(uri, storage_options)
     if isinstance(fs, LocalFileSystem):
         directory, name = os.path.split(path)
@@ -80,6 +335,23 @@ def write_atomic(
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
-    else:
-        with fs.open(path, "wb") as f:
-            write(f)
+        return
+    buffer = io.BytesIO()
+    write(buffer)
+    data = buffer.getvalue()
+    retrying("write", uri, lambda: fs.pipe_file(path, data))
+
+
+def check_writable(directory: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Writes and removes a small file in ``directory``, so that a missing bucket or a denied write ends
+    the run before the pipeline starts rather than after the work is done. Raises StorageError."""
+    probe = join(directory, f"{WRITE_CHECK_PREFIX}{uuid.uuid4().hex}")
+    try:
+        write_atomic(probe, lambda f: f.write(b""), storage_options)
+    except OSError as exc:
+        cause = exc.__cause__ if isinstance(exc, StorageError) and exc.__cause__ else exc
+        raise StorageError(f"cannot write to {directory}: {describe(cause)}") from exc
+    try:
+        remove(probe, storage_options)
+    except StorageError as exc:  # allowed to write but not to delete: the run can still go ahead
+        log.warning("%s", exc)

@@ -41,7 +41,7 @@ class WriteSettings:
     schema: pa.Schema  # with the key-value metadata every file carries
     keep_text: bool
     compression: str
-    storage_options: Mapping[str, Any]
+    storage_options: Mapping[str, Any] = dataclasses.field(repr=False)  # may hold credentials
 
 
 def shard_file_name(source: str) -> str:
@@ -113,8 +113,8 @@ class WriteShardFn(beam.DoFn):
         if failures:
             dead = parquet_bytes([dead_letter_row(f) for f in failures], DEAD_LETTER_SCHEMA, s.compression)
             storage.write_atomic(errors_uri, lambda f: f.write(dead), s.storage_options)
-        else:
-            _remove_if_present(errors_uri, s.storage_options)
+        else:  # a dead letter left by an earlier run of this shard would be stale
+            storage.remove(errors_uri, s.storage_options)
 
         tokens = sum(row["n_tokens"] for row in rows)
         if read != len(rows) + len(failures):
@@ -129,12 +129,6 @@ class WriteShardFn(beam.DoFn):
         for failure in failures:
             by_stage[failure.stage] = by_stage.get(failure.stage, 0) + 1
         yield ShardStats(1, read, len(rows), len(failures), tokens, by_stage)
-
-
-def _remove_if_present(uri: str, storage_options: Mapping[str, Any]) -> None:
-    fs, path = storage.filesystem(uri, storage_options)
-    if fs.exists(path):
-        fs.rm(path)
 
 
 class WriteSummaryFn(beam.DoFn):

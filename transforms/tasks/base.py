@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,10 +33,12 @@ class TaskSettings:
     allow_pickle: bool = False
     # Tokens per model window, special tokens included; null takes the model's own limit.
     max_length: int | None = None
+    # Passed to the fsspec filesystem of an s3:// / gs:// ... model directory (endpoint, profile...).
+    storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def ref(self) -> models.ModelRef:
-        return models.ModelRef(self.model, self.revision, self.allow_pickle)
+        return models.ModelRef(self.model, self.revision, self.allow_pickle, self.storage_options)
 
 
 @dataclasses.dataclass(frozen=True)
