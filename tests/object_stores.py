@@ -45,10 +45,19 @@ class Store:
     endpoint: str  # http://127.0.0.1:PORT
     env: dict[str, str]
 
-    def fs(self, **options):
+    @property
+    def endpoint_variable(self) -> tuple[str, str]:
+        """The environment variable that points this store's client at the endpoint, and its value."""
+        return ("AWS_ENDPOINT_URL" if self.scheme == "s3" else "STORAGE_EMULATOR_HOST"), self.endpoint
+
+    def fs(self):
+        """A client of this endpoint, whatever the environment says (tests point it at proxies)."""
         import fsspec
 
-        return fsspec.filesystem(self.scheme, **options)
+        if self.scheme == "s3":
+            keys = {"key": self.env["AWS_ACCESS_KEY_ID"], "secret": self.env["AWS_SECRET_ACCESS_KEY"]}
+            return fsspec.filesystem("s3", endpoint_url=self.endpoint, **keys)
+        return fsspec.filesystem("gs", endpoint_url=self.endpoint, token="anon")
 
     def new_bucket(self, prefix: str = "b") -> str:
         """A fresh, empty bucket; tests share a server, never a bucket."""

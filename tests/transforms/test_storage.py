@@ -73,7 +73,7 @@ def test_reads_and_writes_survive_injected_faults(store, fault_proxy, monkeypatc
     payload = os.urandom(250_000)
     store.put(f"{bucket}/blob.bin", payload)
     store.put(f"{bucket}/docs.jsonl.gz", gzip.compress(CONTENT))
-    monkeypatch.setenv(*_endpoint_variable(fault_proxy.store))
+    monkeypatch.setenv(*fault_proxy.store.endpoint_variable)
     options = {"skip_instance_cache": True}
     with storage.open_raw(fault_proxy.store.url(bucket, "blob.bin"), options, block_size=32 << 10) as f:
         assert b"".join(iter(lambda: f.read(10_000), b"")) == payload
@@ -87,11 +87,14 @@ def test_reads_and_writes_survive_injected_faults(store, fault_proxy, monkeypatc
     assert sorted(storage.expand(fault_proxy.store.url(bucket, "out", "*"), options)) == [
         store.url(bucket, "out", f"f{i}") for i in range(1, 8)
     ]
-    assert all(fault_proxy.counts[kind] > 0 for kind in ("503", "reset", "cut")), (fault_proxy.counts, "\n".join(map(str, fault_proxy.log)))
+    assert all(fault_proxy.counts[kind] > 0 for kind in ("503", "reset", "cut")), (
+        fault_proxy.counts,
+        "\n".join(map(str, fault_proxy.log)),
+    )
 
 
 def test_permanent_errors_fail_at_once_naming_the_url(store, fault_proxy, monkeypatch):
-    monkeypatch.setenv(*_endpoint_variable(fault_proxy.store))
+    monkeypatch.setenv(*fault_proxy.store.endpoint_variable)
     options = {"skip_instance_cache": True}
     denied = store.new_bucket("denied")
     fault_proxy.deny.add(denied)
@@ -167,11 +170,3 @@ def test_a_read_that_fails_part_way_resumes_at_the_same_byte(tmp_path, monkeypat
 def _chained(outer: BaseException, cause: BaseException) -> BaseException:
     outer.__cause__ = cause
     return outer
-
-
-def _endpoint_variable(store) -> tuple[str, str]:
-    return (
-        ("AWS_ENDPOINT_URL", store.endpoint)
-        if store.scheme == "s3"
-        else ("STORAGE_EMULATOR_HOST", store.endpoint)
-    )
