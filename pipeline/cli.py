@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 
 from pipeline import config
@@ -60,7 +61,13 @@ def run(config_path: str, overrides: list[str], force: bool, beam_argv: list[str
     log.info("annotating %d shards with %d tasks into %s", len(plan.shards), len(cfg.tasks), cfg.output.path)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, plan)
-    state = pipeline.run().wait_until_finish()
+    try:
+        state = pipeline.run().wait_until_finish()
+    except Exception as exc:  # the traceback for whoever debugs it, then what happened, in one line
+        traceback.print_exc()
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        print(f"distilbeam: error: the pipeline failed: {reason}", file=sys.stderr)
+        return 1
     summary = read_summary(cfg.output.path, cfg.output.storage_options)
     if summary is None:
         print(f"distilbeam: pipeline ended in state {state}; no summary was written", file=sys.stderr)

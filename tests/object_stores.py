@@ -21,7 +21,7 @@ import threading
 import urllib.parse
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -171,6 +171,7 @@ class FaultProxy:
         self.max_in_a_row = max_in_a_row
         self.seed = seed
         self.deny: set[str] = set()
+        self.on_request: Callable[[str, str], None] | None = None  # sees (method, path) before the reply
         self.counts: Counter[str] = Counter()
         self.requests = 0
         self.log: list[tuple[str, str]] = []  # (method, path) of every request, in arrival order
@@ -193,7 +194,10 @@ class FaultProxy:
     def decide(self, method: str, target: str, headers: http.client.HTTPMessage) -> str | None:
         """The fault to inject into this request, or None to pass it through."""
         path = urllib.parse.urlsplit(target).path
-        if self._bucket(path) in self.deny:
+        denied = self._bucket(path) in self.deny
+        if self.on_request:
+            self.on_request(method, urllib.parse.unquote(path))
+        if denied:
             with self._lock:
                 self.log.append((method, urllib.parse.unquote(path)))
             return "deny"

@@ -21,7 +21,9 @@ import zstandard
 
 from pipeline import demo
 from tests.conftest import run_cli
+from tests.object_stores import FaultProxy
 from transforms.read import derived_id
+from transforms.storage import WRITE_CHECK_PREFIX
 
 MAX_CHARS = 2000
 
@@ -267,3 +269,32 @@ def test_a_denied_output_ends_the_run_before_it_starts(
     assert re.search(f"output.path: cannot (look up|write to) {out_url}: access denied", result.stderr)
     assert "Traceback" not in result.stderr
     assert not any(bucket in path and "/corpus" in path for _, path in fault_proxy.log), "shards were read"
+
+
+def test_a_write_refused_mid_run_ends_it_naming_the_file(s3_store, models_dir, write_config, tmp_path):
+    """The output bucket accepts the check before the run, then refuses every request (its policy changed
+    under the run): the run stops at the first refused write, and says which file it could not write."""
+    proxy = FaultProxy(s3_store, rate=0.0)
+    proxy.start()
+    try:
+        bucket, out_bucket = s3_store.new_bucket("in"), s3_store.new_bucket("out")
+        s3_store.put(f"{bucket}/docs.jsonl", (corpus_lines(20) + "\n").encode())
+
+        def refuse_after_the_check(method: str, path: str) -> None:
+            if method == "PUT" and WRITE_CHECK_PREFIX in path:
+                proxy.deny.add(out_bucket)
+
+        proxy.on_request = refuse_after_the_check
+        models = {m: str(models_dir / m) for m in ("classifier", "ner")}
+        cfg = run_config([proxy.store.url(bucket, "*.jsonl")], models, proxy.store.url(out_bucket, "out"))
+        result = run_cli("run", "--config", str(write_config(cfg)), env=proxy.store.env)
+    finally:
+        proxy.stop()
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    file = rf"s3://{out_bucket}/out/(_errors/)?part-[0-9a-f]{{16}}\.parquet"
+    assert re.match(f"distilbeam: error: the pipeline failed: cannot write {file}: access denied", last), last
+
+
+def corpus_lines(n: int) -> str:
+    return "\n".join(json.dumps({"id": str(i), "text": t}) for i, t in enumerate(_texts(n, 7)))
