@@ -91,12 +91,19 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     for override in overrides:
         apply_override(data, override)
     return from_dict(data)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: what is wrong and where (the YAML library's own message spans several, quoting the text)."""
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def apply_override(data: dict, override: str) -> None:
@@ -107,7 +114,7 @@ def apply_override(data: dict, override: str) -> None:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: value is not valid YAML: {exc}") from None
+        raise ConfigError(f"--set {key}: value is not valid YAML: {_yaml_problem(exc)}") from None
     parts = key.strip().split(".")
     node = data
     for i, part in enumerate(parts[:-1]):
