@@ -205,10 +205,13 @@ def _lines(stream: IO[bytes], max_bytes: int) -> Iterator[bytes | Skipped]:
         if not line:
             return
         if len(line) > max_bytes and not line.endswith(b"\n"):
-            head = line[:RAW_LIMIT]
+            head = line[: RAW_LIMIT + 2]
             while line and not line.endswith(b"\n"):
                 line = stream.readline(1 << 20)
-            yield Skipped(head, max_bytes)
+                head += line[: RAW_LIMIT + 2 - len(head)]
+            if b"\n" in head:
+                head = head[: head.index(b"\n")].removesuffix(b"\r")
+            yield Skipped(head[:RAW_LIMIT], max_bytes)
             continue
         yield line.removesuffix(b"\n").removesuffix(b"\r")
 
