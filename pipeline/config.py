@@ -110,6 +110,8 @@ def apply_override(data: dict, override: str) -> None:
     """Sets ``a.b.c=value`` in place; the value is parsed as YAML (so lists, numbers and null work)."""
     key, sep, raw = override.partition("=")
     if not sep or not key.strip():
+        if "storage_options" in override:  # what follows may be a credential: never echo it
+            override = override[: override.index("storage_options")] + "storage_options..."
         raise ConfigError(f"--set {override!r}: expected dotted.key=value")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""

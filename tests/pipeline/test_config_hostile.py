@@ -222,6 +222,9 @@ def test_an_existing_output_is_not_replaced_without_force(setup):
 
 def test_command_line_and_file_mistakes_are_config_errors(setup):
     assert setup(None, "--set", "input.max_chars") == "--set 'input.max_chars': expected dotted.key=value"
+    assert setup(None, "--set", "input.storage_options.key:hunter2") == (
+        "--set 'input.storage_options...': expected dotted.key=value"
+    )
     assert setup(None, "--set", "input.paths.x=1") == "--set input.paths.x: input.paths is not a mapping"
     assert setup(None, raw="input: [unclosed") == (
         f"config file {setup.tmp_path / 'config.yaml'} is not valid YAML: expected ',' or ']', but got "
