@@ -510,3 +510,21 @@ def test_exotic_unicode_is_read_as_given(tmp_path):
         ).encode(),
     )
     assert [(r.text, r.warnings) for r in read(path, max_chars=200_000)] == [(t, ()) for t in texts]
+
+
+def test_an_error_nobody_foresaw_costs_one_record_not_the_shard(tmp_path, monkeypatch):
+    from transforms import read as read_module
+
+    parse = read_module._parse_json_line
+
+    def fragile(raw, *args):
+        if b"boom" in raw:
+            raise MemoryError("no room for this one")
+        return parse(raw, *args)
+
+    monkeypatch.setattr(read_module, "_parse_json_line", fragile)
+    path = write(tmp_path / "a.jsonl", b'{"text": "a"}\n{"text": "boom"}\n{"text": "c"}\n')
+    first, failure, last = read(path)
+    assert (first.text, last.text) == ("a", "c")
+    assert (failure.stage, failure.error, failure.raw) == ("parse", "MemoryError", '{"text": "boom"}')
+    assert failure.message == "cannot read record: MemoryError: no room for this one"
