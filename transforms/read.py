@@ -373,7 +373,11 @@ def _read_parquet(uri: str, settings: ReadSettings) -> Iterator[Document | Failu
                 for i in range(n_rows):
                     text = texts[i] if texts is not None else None
                     raw_id = ids[i] if ids is not None else None
-                    yield _parquet_record(uri, offset, text, raw_id, problem, settings)
+                    try:
+                        yield _parquet_record(uri, offset, text, raw_id, problem, settings)
+                    except Exception as exc:  # this row only, as for text and JSON lines
+                        message = f"cannot read record: {type(exc).__name__}: {exc}"
+                        yield Failure.of("parse", exc, message, source=uri, offset=offset, raw=repr(text))
                     offset += 1
         except Exception as exc:
             yield Failure.of("decode", exc, _unreadable(uri, offset, exc), source=uri, offset=offset)
