@@ -83,7 +83,7 @@ def build_model(
         DistilBertForTokenClassification,
     )
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=False)
     config = DistilBertConfig(
         vocab_size=len(tokenizer),
         dim=dim,

@@ -84,6 +84,11 @@ def resolve_task(
     max_length = resolve_max_length(settings, config, tokenizer)
     frame = models.special_frame(tokenizer)
     handler = kind.Handler(name, settings, runtime, max_tokens, max_length, frame)
+    if handler.body < 1:
+        raise ConfigError(
+            f"tasks.{name}.max_length: {max_length} tokens leave no room for text beside the model's "
+            f"{max_length - handler.body} special tokens"
+        )
     problem = handler.settings_problem()
     if problem:
         raise ConfigError(f"tasks.{name}.{problem}")

@@ -45,6 +45,8 @@ def local_dir(ref: ModelRef) -> Path:
         return _cached_copy(ref.uri)
     if ref.is_local:
         path = Path(ref.uri.removeprefix("file://")).expanduser()
+        if path.exists() and not path.is_dir():
+            raise SetupError(f"model {ref.uri} is a file; name the directory holding config.json and weights")
         if not path.is_dir():
             raise SetupError(f"model directory {ref.uri} does not exist")
         return path
@@ -79,8 +81,7 @@ def _cached_copy(uri: str) -> Path:
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
     try:
         for path in listing:
-            rel = path[len(root.rstrip("/")) + 1 :]
-            dest = tmp / rel
+            dest = cache_destination(tmp, root, path, uri)
             dest.parent.mkdir(parents=True, exist_ok=True)
             fs.get_file(path, str(dest))
         try:
@@ -93,14 +94,37 @@ def _cached_copy(uri: str) -> Path:
     return target
 
 
+def cache_destination(tmp: Path, root: str, path: str, uri: str) -> Path:
+    """Where a listed file of a remote model directory lands in the cache copy: below it, always. An object
+    name with ``..`` or an absolute part would otherwise write outside the cache."""
+    rel = path[len(root.rstrip("/")) + 1 :]
+    parts = rel.split("/")
+    if not path.startswith(root.rstrip("/") + "/") or any(p in ("", ".", "..") for p in parts):
+        raise SetupError(f"model directory {uri} holds a file named {path!r}, which would land outside it")
+    return tmp.joinpath(*parts)
+
+
 def read_config(path: Path, uri: str) -> dict[str, Any]:
+    """config.json of a model directory; a model that needs code of its own is refused (never run)."""
     config = path / "config.json"
     if not config.is_file():
         raise SetupError(f"model {uri} has no config.json: is it a transformers model directory?")
     try:
-        return json.loads(config.read_text(encoding="utf-8"))
+        data = json.loads(config.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise SetupError(f"model {uri}: config.json is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise SetupError(f"model {uri}: config.json holds no JSON object")
+    from transformers import CONFIG_MAPPING
+
+    model_type = data.get("model_type")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        custom = " and ships code of its own (auto_map)" if "auto_map" in data else ""
+        raise SetupError(
+            f"model {uri} has model_type {model_type!r}, which transformers does not know{custom}; "
+            "distilbeam never runs code from a model directory (no trust_remote_code)"
+        )
+    return data
 
 
 def weight_files(path: Path, ref: ModelRef) -> list[Path]:

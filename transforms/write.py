@@ -6,6 +6,7 @@ reader is checked against what was written plus what failed: no document disappe
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import io
@@ -86,6 +87,17 @@ def split_writable(
     return good, bad
 
 
+def mark_duplicate_ids(items: list[Annotated]) -> list[Annotated]:
+    """Rows of one shard that share an id: each stays (every input record is one row, told apart by its
+    offset) and each gets the ``duplicate_id`` warning: none of them is more the original than another."""
+    counts = collections.Counter(item.doc.id for item in items)
+    duplicate = [counts[item.doc.id] > 1 for item in items]
+    return [
+        dataclasses.replace(item, doc=item.doc.with_warnings("duplicate_id")) if dup else item
+        for item, dup in zip(items, duplicate, strict=True)
+    ]
+
+
 class WriteShardFn(beam.DoFn):
     """(shard, {docs, failed, counts}) -> the shard's Parquet file and dead-letter file, and its stats."""
 
@@ -99,7 +111,7 @@ class WriteShardFn(beam.DoFn):
     def process(self, element: tuple[str, Mapping[str, Iterable[Any]]]) -> Iterator[ShardStats]:
         source, grouped = element
         s = self._settings
-        items = sorted(grouped["docs"], key=lambda a: (a.doc.offset, a.doc.id))
+        items = mark_duplicate_ids(sorted(grouped["docs"], key=lambda a: (a.doc.offset, a.doc.id)))
         rows, write_failures = split_writable(items, s.schema, s.keep_text)
         failures = sorted(
             [*grouped["failed"], *write_failures], key=lambda f: (f.offset, f.stage, f.id or "")
