@@ -143,6 +143,15 @@ class WriteShardFn(beam.DoFn):
         yield ShardStats(1, read, len(rows), len(failures), tokens, by_stage)
 
 
+# Module-level (not lambdas) so the graph pickles them by name: workers run their installed copy.
+def _by_shard_of_doc(item: Annotated) -> tuple[str, Annotated]:
+    return item.doc.source, item
+
+
+def _by_shard(failure: Failure) -> tuple[str, Failure]:
+    return failure.source, failure
+
+
 def _remove_if_present(uri: str, storage_options: Mapping[str, Any]) -> None:
     fs, path = storage.filesystem(uri, storage_options)
     if fs.exists(path):
@@ -196,8 +205,8 @@ class WriteEnrichedParquet(beam.PTransform):
         s = self._settings
         return (
             {
-                "docs": inputs["docs"] | "KeyDocs" >> beam.Map(lambda a: (a.doc.source, a)),
-                "failed": inputs["failed"] | "KeyFailures" >> beam.Map(lambda f: (f.source, f)),
+                "docs": inputs["docs"] | "KeyDocs" >> beam.Map(_by_shard_of_doc),
+                "failed": inputs["failed"] | "KeyFailures" >> beam.Map(_by_shard),
                 "counts": inputs["counts"],
             }
             | "GroupByShard" >> beam.CoGroupByKey()
