@@ -87,7 +87,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     for override in overrides:
@@ -103,7 +103,11 @@ def apply_override(data: dict, override: str) -> None:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: value is not valid YAML: {exc}") from None
+        # A glob such as *.jsonl is not valid YAML (an alias); plain text is taken as a string, but a
+        # broken list or mapping is a mistake worth reporting.
+        if raw.lstrip().startswith(("[", "{")):
+            raise ConfigError(f"--set {key}: value is not valid YAML: {_yaml_problem(exc)}") from None
+        value = raw
     parts = key.strip().split(".")
     node = data
     for i, part in enumerate(parts[:-1]):
@@ -143,7 +147,7 @@ def _tasks(value: Any, path: str) -> dict[str, TaskSettings]:
         if not isinstance(settings, Mapping):
             raise ConfigError(f"{where}: expected a mapping with kind and model, got {_kind(settings)}")
         kind = settings.get("kind")
-        if kind not in TASK_KINDS:
+        if not isinstance(kind, str) or kind not in TASK_KINDS:
             raise ConfigError(f"{where}.kind: expected one of {', '.join(TASK_KINDS)}, got {kind!r}")
         options = {k: v for k, v in settings.items() if k != "kind"}
         tasks[name] = _build(TASK_KINDS[kind].Settings, options, where)
@@ -155,7 +159,7 @@ def _build(cls: type, data: Any, path: str) -> Any:
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {_kind(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         where = f"{path}.{unknown[0]}" if path else str(unknown[0])
         raise ConfigError(f"{where}: unknown key (expected one of: {', '.join(fields)})")
@@ -217,6 +221,14 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a non-empty string, got {value!r}")
         return value
     raise TypeError(f"{path}: unsupported config type {hint!r}")  # a bug in a settings class
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return where + " ".join(str(problem).split())
 
 
 def _kind(value: Any) -> str:
