@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
@@ -178,8 +180,7 @@ def _record_id(value: Any, source: str, offset: int) -> str | Failure:
 
 def _read_parquet(uri: str, settings: ReadSettings) -> Iterator[Document | Failure]:
     try:
-        fs, path = storage.filesystem(uri, settings.storage_options)
-        handle = fs.open(path, "rb")
+        handle = _open_parquet(uri, settings)
         parquet = pq.ParquetFile(handle)
     except Exception as exc:
         yield Failure.of("read", exc, f"cannot open Parquet shard: {exc}", source=uri, offset=0)
@@ -208,6 +209,23 @@ def _read_parquet(uri: str, settings: ReadSettings) -> Iterator[Document | Failu
         except Exception as exc:
             message = f"Parquet shard unreadable after {offset} rows ({exc}); the rest of it is lost"
             yield Failure.of("decode", exc, message, source=uri, offset=offset)
+
+
+def _open_parquet(uri: str, settings: ReadSettings) -> IO[bytes]:
+    """A seekable handle on the Parquet file. A compressed one (``.parquet.gz``) is decompressed into a
+    local temporary file first, as Parquet reads its footer before its rows, never into memory."""
+    if storage.strip_compression(uri) == uri:
+        fs, path = storage.filesystem(uri, settings.storage_options)
+        return fs.open(path, "rb")
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 (the caller closes it)
+    try:
+        with storage.open_input(uri, settings.storage_options) as stream:
+            shutil.copyfileobj(stream, spool, 1 << 20)
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
 
 
 def _parquet_record(

@@ -3,6 +3,7 @@ transparent decompression, and written so that a reader never sees a half-writte
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import uuid
@@ -56,7 +57,18 @@ def open_input(uri: str, storage_options: Mapping[str, Any] | None = None) -> IO
     """A binary stream of the file's content, decompressed by its extension; streamed, never read whole."""
     fs, path = filesystem(uri, storage_options)
     raw = fs.open(path, "rb")
+    if path.endswith(".zst"):
+        return _zstd_reader(raw)
     return compression_wrapper(raw, "rb", filename=path)
+
+
+def _zstd_reader(raw: IO[bytes]) -> IO[bytes]:
+    """smart_open's .zst handler needs backports.zstd before Python 3.14; zstandard does the same job.
+    Every frame is read: files written by parallel compressors hold several."""
+    import zstandard
+
+    reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
+    return io.BufferedReader(reader)
 
 
 def write_atomic(
