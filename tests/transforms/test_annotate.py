@@ -46,7 +46,7 @@ def plan(models_dir, tmp_path_factory):
                 },
             },
             "output": {"path": str(tmp_path_factory.mktemp("out"))},
-            "runtime": {"device": "cpu"},
+            "runtime": {"device": "cpu", "torch_threads": 1},
         }
     )
     return prepare(cfg)

@@ -224,7 +224,7 @@ def handler_for(models_dir, model, kind, **settings):
 
 
 def infer(settings, texts, max_tokens) -> list:
-    handler, _, _ = resolve_task("t", settings, Runtime(device="cpu"), max_tokens)
+    handler, _, _ = resolve_task("t", settings, Runtime(device="cpu", torch_threads=1), max_tokens)
     loaded = _loaded(handler)
     tokenized, failures = tokenize(loaded.tokenizer, docs(texts))
     assert failures == []
