@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             return demo_models(args.dir)
         return run(args.config, args.set, args.force, rest, detach=args.detach)
     except SetupError as exc:
-        print(f"distilbeam: error: {exc}", file=sys.stderr)
+        # One line, even when the message quotes a library's multi-line error.
+        print(f"distilbeam: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
 
