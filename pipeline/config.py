@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from fsspec.utils import glob_translate
 
 from transforms import SetupError
 from transforms.tasks import TASK_KINDS, TaskSettings
@@ -76,7 +79,7 @@ class Config:
         """Identity of everything that shapes the output rows (not where they go or which runner runs)."""
         facts = {k: v for k, v in self.to_dict().items() if k not in ("beam", "output")}
         facts["keep_text"] = self.output.keep_text
-        _drop_storage_options(facts)  # where files live and how to reach them, credentials included
+        _drop_storage_options(facts)  # input's and models': may hold credentials, and do not shape rows
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
@@ -88,7 +91,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     for override in overrides:
@@ -96,15 +99,28 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
     return from_dict(data)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: what is wrong and where (the YAML library's own message spans several, quoting the text)."""
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
 def apply_override(data: dict, override: str) -> None:
     """Sets ``a.b.c=value`` in place; the value is parsed as YAML (so lists, numbers and null work)."""
     key, sep, raw = override.partition("=")
     if not sep or not key.strip():
+        if "storage_options" in override:  # what follows may be a credential: never echo it
+            override = override[: override.index("storage_options")] + "storage_options..."
         raise ConfigError(f"--set {override!r}: expected dotted.key=value")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: value is not valid YAML: {exc}") from None
+        # A glob such as *.jsonl is not valid YAML (an alias); plain text is taken as a string, but a
+        # broken list or mapping is a mistake worth reporting.
+        if raw.lstrip().startswith(("[", "{")):
+            raise ConfigError(f"--set {key}: value is not valid YAML: {_yaml_problem(exc)}") from None
+        value = raw
     parts = key.strip().split(".")
     node = data
     for i, part in enumerate(parts[:-1]):
@@ -130,7 +146,36 @@ def from_dict(data: Mapping[str, Any]) -> Config:
         raise ConfigError("runtime.torch_threads: must be a positive integer or null")
     if not (cfg.runtime.device in ("auto", "cpu", "cuda") or cfg.runtime.device.startswith("cuda:")):
         raise ConfigError(f"runtime.device: expected auto, cpu, cuda or cuda:N, got {cfg.runtime.device!r}")
+    for name, task in cfg.tasks.items():
+        if task.max_length is not None and task.max_length <= 0:
+            message = f"must be a positive integer or null, got {task.max_length}"
+            raise ConfigError(f"tasks.{name}.max_length: {message}")
+    check_output_outside_inputs(cfg.input.paths, cfg.output.path)
     return cfg
+
+
+def check_output_outside_inputs(patterns: tuple[str, ...], output: str) -> None:
+    """Refuses an output path whose files an input glob matches: the next run would read this run's
+    outputs as its input."""
+    from transforms.write import ERRORS_DIR, SUMMARY_FILE, shard_file_name
+
+    out = _normalized(output).rstrip("/")
+    part = shard_file_name("")
+    written = (f"{out}/{part}", f"{out}/{ERRORS_DIR}/{part}", f"{out}/{SUMMARY_FILE}")
+    for pattern in patterns:
+        matches = re.compile(glob_translate(_normalized(pattern))).fullmatch
+        if any(matches(path) for path in written):
+            raise ConfigError(
+                f"output.path: {output} is inside input.paths {pattern!r}: a later run would read this "
+                "run's outputs as input; write the output where no input glob reaches"
+            )
+
+
+def _normalized(path: str) -> str:
+    """A path as a glob sees it: local paths absolute, URLs with their protocol."""
+    if "://" not in path or path.startswith("file://"):
+        return os.path.abspath(os.path.expanduser(path.removeprefix("file://")))
+    return path
 
 
 def _tasks(value: Any, path: str) -> dict[str, TaskSettings]:
@@ -144,7 +189,7 @@ def _tasks(value: Any, path: str) -> dict[str, TaskSettings]:
         if not isinstance(settings, Mapping):
             raise ConfigError(f"{where}: expected a mapping with kind and model, got {_kind(settings)}")
         kind = settings.get("kind")
-        if kind not in TASK_KINDS:
+        if not isinstance(kind, str) or kind not in TASK_KINDS:
             raise ConfigError(f"{where}.kind: expected one of {', '.join(TASK_KINDS)}, got {kind!r}")
         options = {k: v for k, v in settings.items() if k != "kind"}
         tasks[name] = _build(TASK_KINDS[kind].Settings, options, where)
@@ -156,7 +201,7 @@ def _build(cls: type, data: Any, path: str) -> Any:
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {_kind(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         where = f"{path}.{unknown[0]}" if path else str(unknown[0])
         raise ConfigError(f"{where}: unknown key (expected one of: {', '.join(fields)})")

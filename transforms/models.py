@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -52,6 +53,8 @@ def local_dir(ref: ModelRef) -> Path:
         return _cached_copy(ref.uri, ref.storage_options)
     if ref.is_local:
         path = Path(ref.uri.removeprefix("file://")).expanduser()
+        if path.exists() and not path.is_dir():
+            raise SetupError(f"model {ref.uri} is a file; name the directory holding config.json and weights")
         if not path.is_dir():
             raise SetupError(f"model directory {ref.uri} does not exist")
         return path
@@ -61,6 +64,20 @@ def local_dir(ref: ModelRef) -> Path:
     if ref.allow_pickle:
         patterns.append("*.bin")
     return Path(snapshot_download(ref.uri, revision=ref.revision, allow_patterns=patterns))
+
+
+def worker_dir(ref: ModelRef) -> Path:
+    """``local_dir`` on a worker, where a local directory the launcher checked may not exist."""
+    try:
+        return local_dir(ref)
+    except SetupError as exc:
+        if not ref.is_local:
+            raise
+        raise SetupError(
+            f"{exc} on worker {socket.gethostname()}: a model given as a local directory is loaded from that "
+            "same path by every worker; on a cluster, put the model in gs:// or s3://, or bake it into the "
+            "worker image at that path"
+        ) from None
 
 
 def _cached_copy(uri: str, storage_options: Mapping[str, Any]) -> Path:
@@ -90,9 +107,8 @@ def _cached_copy(uri: str, storage_options: Mapping[str, Any]) -> Path:
         _remove_stale_copies(target)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
         try:
-            base = root.rstrip("/")
             for path, info in sorted(listing.items()):
-                dest = tmp / path[len(base) + 1 :]
+                dest = cache_destination(tmp, root, path, uri)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 source = fs.unstrip_protocol(path)
                 storage.retrying("copy model file", source, lambda p=path, d=dest: fs.get_file(p, str(d)))
@@ -100,7 +116,11 @@ def _cached_copy(uri: str, storage_options: Mapping[str, Any]) -> Path:
                     raise SetupError(
                         f"model file {source}: copied {dest.stat().st_size} bytes, expected {info['size']}"
                     )
-            tmp.rename(target)
+            try:
+                tmp.rename(target)
+            except OSError:  # a process on another machine sharing this cache finished first
+                if not target.is_dir():
+                    raise
         except storage.StorageError as exc:
             raise SetupError(str(exc)) from exc
         finally:
@@ -124,14 +144,37 @@ def _remove_stale_copies(target: Path) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
+def cache_destination(tmp: Path, root: str, path: str, uri: str) -> Path:
+    """Where a listed file of a remote model directory lands in the cache copy: below it, always. An object
+    name with ``..`` or an absolute part would otherwise write outside the cache."""
+    rel = path[len(root.rstrip("/")) + 1 :]
+    parts = rel.split("/")
+    if not path.startswith(root.rstrip("/") + "/") or any(p in ("", ".", "..") for p in parts):
+        raise SetupError(f"model directory {uri} holds a file named {path!r}, which would land outside it")
+    return tmp.joinpath(*parts)
+
+
 def read_config(path: Path, uri: str) -> dict[str, Any]:
+    """config.json of a model directory; a model that needs code of its own is refused (never run)."""
     config = path / "config.json"
     if not config.is_file():
         raise SetupError(f"model {uri} has no config.json: is it a transformers model directory?")
     try:
-        return json.loads(config.read_text(encoding="utf-8"))
+        data = json.loads(config.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise SetupError(f"model {uri}: config.json is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise SetupError(f"model {uri}: config.json holds no JSON object")
+    from transformers import CONFIG_MAPPING
+
+    model_type = data.get("model_type")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        custom = " and ships code of its own (auto_map)" if "auto_map" in data else ""
+        raise SetupError(
+            f"model {uri} has model_type {model_type!r}, which transformers does not know{custom}; "
+            "distilbeam never runs code from a model directory (no trust_remote_code)"
+        )
+    return data
 
 
 def weight_files(path: Path, ref: ModelRef) -> list[Path]:

@@ -216,6 +216,9 @@ def strip_compression(name: str) -> str:
 def open_input(uri: str, storage_options: Mapping[str, Any] | None = None) -> IO[bytes]:
     """A binary stream of the file's content, decompressed by its extension; streamed, never read whole."""
     raw = open_raw(uri, storage_options)
+    if raw.seek(0, io.SEEK_END) == 0:  # empty whatever its name says (an empty .zst is not even a stream)
+        return raw
+    raw.seek(0)
     return compression_wrapper(raw, "rb", filename=uri)
 
 
