@@ -4,6 +4,7 @@ pickle for a trusted model; remote code is never run."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -13,7 +14,7 @@ import os
 import shutil
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +88,8 @@ def _cached_copy(uri: str, storage_options: Mapping[str, Any]) -> Path:
 
     The copy lands in a temporary directory, each file's size is checked against the listing, and the
     directory is renamed into place only when complete: a half-copied model is never used, whether the
-    copy failed or its process was killed. Processes on one machine take a lock, so one copies while the
-    others wait and then reuse its copy."""
+    copy failed or its process was killed. Processes on one machine take a lock on the cache, so one copies
+    while the others wait and then reuse its copy."""
     try:
         fs, root = storage.filesystem(uri, storage_options)
         listing = storage.retrying("list model directory", uri, lambda: fs.find(root, detail=True))
@@ -100,8 +101,7 @@ def _cached_copy(uri: str, storage_options: Mapping[str, Any]) -> Path:
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.with_name(f".{target.name}.lock"), "wb") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(target.parent):
         if target.is_dir():  # copied by another process while this one waited
             return target
         _remove_stale_copies(target)
@@ -136,6 +136,17 @@ def cache_key(uri: str, listing: Mapping[str, Mapping[str, Any]]) -> str:
         size, tag = storage.file_identity(info)
         identity.update(f"{path}\0{size}\0{tag}\n".encode())
     return identity.hexdigest()[:32]
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Holds an exclusive lock on the cache directory itself (no lock file to leave behind)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _remove_stale_copies(target: Path) -> None:

@@ -358,9 +358,8 @@ def _read_parquet(uri: str, settings: ReadSettings) -> Iterator[Document | Failu
         yield Failure.of("read", exc, f"cannot open Parquet shard: {exc}", source=uri, offset=0)
         return
     with handle:
-        if handle.seek(0, io.SEEK_END) == 0:
+        if storage.size_of(handle) == 0:
             return  # an empty file holds no records, whatever its name says
-        handle.seek(0)
         try:
             parquet = pq.ParquetFile(handle)
             schema = parquet.schema_arrow

@@ -216,10 +216,20 @@ def strip_compression(name: str) -> str:
 def open_input(uri: str, storage_options: Mapping[str, Any] | None = None) -> IO[bytes]:
     """A binary stream of the file's content, decompressed by its extension; streamed, never read whole."""
     raw = open_raw(uri, storage_options)
-    if raw.seek(0, io.SEEK_END) == 0:  # empty whatever its name says (an empty .zst is not even a stream)
+    if size_of(raw) == 0:  # empty whatever its name says (an empty .zst is not even a stream)
         return raw
-    raw.seek(0)
     return compression_wrapper(raw, "rb", filename=uri)
+
+
+def size_of(stream: IO[bytes]) -> int | None:
+    """The size of the file behind an open stream, when it is known without reading."""
+    raw = getattr(stream, "raw", stream)
+    if isinstance(raw, ResumableReader):
+        return raw.size
+    try:
+        return os.fstat(stream.fileno()).st_size
+    except (OSError, AttributeError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+        return getattr(stream, "size", None)
 
 
 def open_raw(
@@ -258,6 +268,10 @@ class ResumableReader(io.RawIOBase):
         if identity != self._identity:
             raise StorageError(f"cannot read {self.uri}: the file changed while it was being read")
         self._file.seek(self._pos)
+
+    @property
+    def size(self) -> int | None:
+        return getattr(self._file, "size", None)
 
     def readable(self) -> bool:
         return True
@@ -346,8 +360,20 @@ def write_atomic(
 
 
 def check_writable(directory: str, storage_options: Mapping[str, Any] | None = None) -> None:
-    """Writes and removes a small file in ``directory``, so that a missing bucket or a denied write ends
-    the run before the pipeline starts rather than after the work is done. Raises StorageError."""
+    """Checks that files can be written in ``directory``, so that a missing bucket or a denied write ends
+    the run before the pipeline starts rather than after the work is done. Raises StorageError.
+
+    A local directory (or its nearest existing parent) is checked for write permission, creating nothing;
+    in an object store, where permissions are the store's to tell, a small file is written and removed."""
+    if is_local(directory):
+        path = os.path.abspath(directory.removeprefix("file://"))
+        while not os.path.exists(path) and os.path.dirname(path) != path:
+            path = os.path.dirname(path)
+        if not os.path.isdir(path):
+            raise StorageError(f"cannot write to {directory}: {path} is not a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise StorageError(f"cannot write to {directory}: access denied ({path} is not writable)")
+        return
     probe = join(directory, f"{WRITE_CHECK_PREFIX}{uuid.uuid4().hex}")
     try:
         write_atomic(probe, lambda f: f.write(b""), storage_options)

@@ -260,8 +260,8 @@ def test_shards_are_streamed_not_read_whole(tmp_path, monkeypatch, big_shard_lin
         def __init__(self, fs):
             self.fs = fs
 
-        def open(self, path, mode="rb"):
-            handle = io.BufferedReader(CountingFile(self.fs.open(path, mode)))
+        def open(self, path, mode="rb", **kwargs):
+            handle = io.BufferedReader(CountingFile(self.fs.open(path, mode, **kwargs)))
             opened.append(handle.raw)
             return handle
 
