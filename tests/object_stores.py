@@ -155,14 +155,15 @@ FAULTS = ("503", "reset", "cut")  # a 503 reply; the connection reset with no re
 
 
 class FaultProxy:
-    """An HTTP proxy in front of a store that makes a fraction of requests fail the ways networks and
-    object stores fail: a 503 (throttling or a busy backend) in the store's own error format, a connection
-    reset after the store handled the request but before any reply, and a reply whose body stops part-way.
+    """An HTTP proxy in front of a store that makes a fraction of requests fail the ways networks and object
+    stores fail: a 503 (throttling or a busy backend) in the store's own error format, a connection reset
+    after the store handled the request but before any reply, and a reply whose body stops part-way.
 
-    Which requests fail is decided from the request itself (method, path, query, range) with a seeded
-    generator, never more than ``max_in_a_row`` times in a row for the same request, so a client that
-    retries always gets through and a run is reproducible. Requests about a bucket named in ``deny`` get
-    403 Access Denied every time (a permanent error). ``counts`` tallies what was injected."""
+    The first requests fail until each kind of fault has happened once; after that, which requests fail is
+    decided from the request itself (method, path, query, range) with a seeded generator. No request fails
+    more than ``max_in_a_row`` times in a row, so a client that retries always gets through. Requests about
+    a bucket named in ``deny`` get 403 Access Denied every time (a permanent error). ``counts`` tallies
+    what was injected; ``rate=0`` makes a plain relay (to count requests)."""
 
     def __init__(self, store: Store, rate: float = 0.25, max_in_a_row: int = 2, seed: int = 0):
         self.upstream = urllib.parse.urlsplit(store.endpoint)
@@ -176,7 +177,6 @@ class FaultProxy:
         self.requests = 0
         self.log: list[tuple[str, str]] = []  # (method, path) of every request, in arrival order
         self._attempts: Counter[str] = Counter()
-        self._turns: Counter[bool] = Counter()
         self._lock = threading.Lock()
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
@@ -201,24 +201,30 @@ class FaultProxy:
             with self._lock:
                 self.log.append((method, urllib.parse.unquote(path)))
             return "deny"
-        key = f"{method} {_stable_target(target)} {headers.get('Range', '')}"
+        # Buckets have random names; leaving them out makes the same test fail the same requests every run.
+        bucket = self._bucket(path)
+        stable = _stable_target(target)
+        if bucket:
+            stable = stable.replace(urllib.parse.quote(bucket), "BUCKET").replace(bucket, "BUCKET")
+        key = f"{method} {stable} {headers.get('Range', '')}"
         with self._lock:
             self.requests += 1
             self.log.append((method, urllib.parse.unquote(path)))
             attempt = self._attempts[key]
             self._attempts[key] += 1
-        if attempt >= self.max_in_a_row:
+        if attempt >= self.max_in_a_row or self.rate == 0:
             return None
+        kinds = FAULTS if method == "GET" else FAULTS[:2]  # only a GET's reply has a body to cut
+        with self._lock:
+            not_yet = [kind for kind in kinds if not self.counts[kind]]
+        if attempt == 0 and not_yet:
+            return not_yet[0]  # every kind of fault early in the run, then a fraction at random
         rng = random.Random(f"{self.seed}\0{key}\0{attempt}")
         if attempt > 0 and rng.random() < 0.5:
             return None  # a retry succeeds half the time
         if attempt == 0 and rng.random() >= self.rate:
             return None
-        # Kinds take turns, so a handful of faults already covers each; only a GET's reply has a body to cut.
-        kinds = FAULTS if method == "GET" else FAULTS[:2]
-        with self._lock:
-            self._turns[method == "GET"] += 1
-            return kinds[self._turns[method == "GET"] % len(kinds)]
+        return rng.choice(kinds)
 
     def _bucket(self, path: str) -> str | None:
         """The bucket a request is about: /BUCKET/key on S3, .../b/BUCKET/o/... on GCS."""
