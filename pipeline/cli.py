@@ -1,11 +1,12 @@
 """The ``distilbeam`` command.
 
-    distilbeam run --config FILE [--set dotted.key=value ...] [--force] [Beam flags ...]
+    distilbeam run --config FILE [--set dotted.key=value ...] [--force] [--full-refresh] [Beam flags ...]
     distilbeam demo-models DIR
 
 Flags ``run`` does not know are Beam's and go to ``PipelineOptions`` untouched. Exit status: 0 when every
 document was written or dead-lettered, 1 when the run failed or lost track of a document, 2 for a mistake
-in the config or the command line."""
+in the config or the command line, 3 when dead-letter rows exceed ``output.max_failed_fraction`` of the
+output's documents, 4 when another run holds the output directory."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline import config
+from pipeline import config, runs
 from pipeline.options import pipeline_options, worker_processes
-from transforms import SetupError, storage
+from transforms import SetupError, state, storage
+from transforms.report import REPORT_HTML, REPORT_MD
 from transforms.write import ERRORS_DIR, SUMMARY_FILE
 
 log = logging.getLogger("distilbeam")
@@ -32,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
     )
     run_p.add_argument("--force", action="store_true", help="replace earlier outputs in output.path")
+    run_p.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="incremental mode: annotate every shard again, whatever the output already holds",
+    )
     demo_p = commands.add_parser("demo-models", help="write small random-weight models for offline runs")
     demo_p.add_argument("dir", type=Path)
     args, rest = parser.parse_known_args(argv)
@@ -41,52 +48,98 @@ def main(argv: list[str] | None = None) -> int:
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")
             return demo_models(args.dir)
-        return run(args.config, args.set, args.force, rest)
+        return run(args.config, args.set, args.force, rest, args.full_refresh)
+    except state.OutputLocked as exc:
+        print(f"distilbeam: error: {exc}", file=sys.stderr)
+        return runs.EXIT_LOCKED
     except SetupError as exc:
         print(f"distilbeam: error: {exc}", file=sys.stderr)
         return 2
 
 
-def run(config_path: str, overrides: list[str], force: bool, beam_argv: list[str]) -> int:
+def run(
+    config_path: str, overrides: list[str], force: bool, beam_argv: list[str], full_refresh: bool = False
+) -> int:
+    cfg = config.load(config_path, overrides)
+    options = pipeline_options(cfg.beam, beam_argv)
+    run_id = state.new_run_id()
+    with state.OutputLock(cfg.output.path, cfg.output.storage_options, run_id):
+        return _run_locked(cfg, options, run_id, force, full_refresh)
+
+
+def _run_locked(cfg: config.Config, options, run_id: str, force: bool, full_refresh: bool) -> int:
     import apache_beam as beam
 
     from pipeline.graph import build
     from pipeline.plan import prepare
 
-    cfg = config.load(config_path, overrides)
-    options = pipeline_options(cfg.beam, beam_argv)
-    prepare_output(cfg.output.path, cfg.output.storage_options, force)
+    prepare_output(cfg.output.path, cfg.output.storage_options, force, cfg.output.mode)
     plan = prepare(cfg, worker_processes(options))
-    log.info("annotating %d shards with %d tasks into %s", len(plan.shards), len(cfg.tasks), cfg.output.path)
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, plan)
-    state = pipeline.run().wait_until_finish()
-    summary = read_summary(cfg.output.path, cfg.output.storage_options)
+    progress = runs.Progress(enabled=runs.runs_locally(options))
+    try:
+        plan = runs.choose_shards(plan, run_id, full_refresh, progress.dir)
+        chosen = ", ".join(f"{n} {why}" for why, n in plan.run.selection.items() if n)
+        if not plan.shards:
+            summary = runs.record_idle_run(plan)
+            print(f"distilbeam: run {run_id}: nothing to annotate ({chosen}) -> {cfg.output.path}")
+            return _report_status(summary)
+        log.info(
+            "run %s: annotating %d shards (%s) with %d tasks into %s",
+            run_id,
+            len(plan.shards),
+            chosen,
+            len(cfg.tasks),
+            cfg.output.path,
+        )
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, plan)
+        progress.start(plan)
+        result_state = pipeline.run().wait_until_finish()
+    finally:
+        progress.stop()
+    summary = runs.read_run_summary(cfg, run_id)
     if summary is None:
-        print(f"distilbeam: pipeline ended in state {state}; no summary was written", file=sys.stderr)
-        return 1
+        print(f"distilbeam: pipeline ended in state {result_state}; no summary was written", file=sys.stderr)
+        return runs.EXIT_FAILED
     print(
-        f"distilbeam: {summary['docs_read']} documents read, {summary['docs_written']} written, "
-        f"{summary['docs_failed']} dead-lettered in {summary['wall_seconds']:.1f}s -> {cfg.output.path}"
+        f"distilbeam: run {run_id}: {summary['docs_read']} documents read, "
+        f"{summary['docs_written']} written, {summary['docs_failed']} dead-lettered in "
+        f"{summary['wall_seconds']:.1f}s -> {cfg.output.path}"
     )
-    if not summary["complete"]:
+    return _report_status(summary)
+
+
+def _report_status(summary: dict) -> int:
+    status = runs.exit_status(summary)
+    if summary.get("status") == "incomplete":
         print(
             "distilbeam: error: documents read and documents written or failed do not add up", file=sys.stderr
         )
-        return 1
-    return 0
+    elif summary.get("status") == "dead_letter_exceeded":
+        out = summary["output"]
+        print(
+            f"distilbeam: error: {out['docs_failed']} of the output's {out['docs_read']} documents are "
+            f"dead-lettered ({100 * out['failed_fraction']:.2f}%), over output.max_failed_fraction "
+            f"({100 * summary['max_failed_fraction']:.2f}%)",
+            file=sys.stderr,
+        )
+    return status
 
 
-def prepare_output(path: str, storage_options: dict, force: bool) -> None:
+def prepare_output(path: str, storage_options: dict, force: bool, mode: str = "overwrite") -> None:
     """Refuses to mix a run's files with an earlier run's; with ``force``, removes the earlier outputs
-    (and only those: files distilbeam did not write stay where they are)."""
+    (and only those: files distilbeam did not write stay where they are). In incremental mode a folder
+    holding only distilbeam's files is expected (an earlier run's, or an interrupted one's); a folder
+    with anything else in it is refused the same way."""
     fs, root = storage.filesystem(path, storage_options)
     if not fs.exists(root):
         return
     if not fs.isdir(root):
         raise config.ConfigError(f"output.path: {path} exists and is not a directory")
-    entries = fs.ls(root, detail=False)
+    entries = [e for e in fs.ls(root, detail=False) if not _only_lock(fs, e)]
     if not entries:
+        return
+    if mode == "incremental" and all(_ours(e) for e in entries):
         return
     if not force:
         raise config.ConfigError(
@@ -95,11 +148,38 @@ def prepare_output(path: str, storage_options: dict, force: bool) -> None:
         )
     for entry in entries:
         name = entry.rstrip("/").rsplit("/", 1)[-1]
-        if (name.startswith("part-") and name.endswith(".parquet")) or name == SUMMARY_FILE:
+        if (name.startswith("part-") and name.endswith(".parquet")) or name in (
+            SUMMARY_FILE,
+            REPORT_MD,
+            REPORT_HTML,
+        ):
             fs.rm(entry)
-        elif name == ERRORS_DIR:
+        elif name == ERRORS_DIR or name.startswith("run_date="):
             fs.rm(entry, recursive=True)
+        elif name == state.STATE_DIR:  # the manifest goes; the earlier runs' records stay
+            shards = state.state_uri(path, state.SHARDS_DIR)
+            shards_fs, shards_path = storage.filesystem(shards, storage_options)
+            if shards_fs.exists(shards_path):
+                shards_fs.rm(shards_path, recursive=True)
     fs.invalidate_cache()
+
+
+def _ours(entry: str) -> bool:
+    name = entry.rstrip("/").rsplit("/", 1)[-1]
+    return (
+        (name.startswith("part-") and name.endswith(".parquet"))
+        or name in (SUMMARY_FILE, REPORT_MD, REPORT_HTML, ERRORS_DIR, state.STATE_DIR)
+        or name.startswith("run_date=")
+        or (name.startswith(".") and name.endswith(".tmp"))
+    )
+
+
+def _only_lock(fs, entry: str) -> bool:
+    """The _state folder holding nothing but the lock (this run's): not an earlier output."""
+    if entry.rstrip("/").rsplit("/", 1)[-1] != state.STATE_DIR:
+        return False
+    names = {n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(entry, detail=False)}
+    return names <= {state.LOCK_FILE, state.RUNS_DIR}
 
 
 def read_summary(path: str, storage_options: dict) -> dict | None:

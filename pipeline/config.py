@@ -4,6 +4,7 @@ before any pipeline is built. Unknown keys and wrong types fail with the key's f
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
 import os
@@ -60,6 +61,16 @@ class OutputConfig:
     compression: Literal["zstd", "snappy", "gzip", "brotli", "lz4", "none"] = "zstd"
     keep_text: bool = False
     storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # overwrite: one run fills an empty output.path (--force replaces earlier outputs). incremental: the
+    # output remembers what it holds; a run annotates only new or changed shards (all of them when the
+    # annotation settings change) and resumes after a crash. Scheduled runs want incremental.
+    mode: Literal["overwrite", "incremental"] = "overwrite"
+    # run_date: each run's files go under run_date=YYYY-MM-DD/ (and _errors/run_date=YYYY-MM-DD/).
+    partition_by: Literal["run_date"] | None = None
+    # The run's date, YYYY-MM-DD (a scheduler's logical date, for backfills); null is today in UTC.
+    run_date: str | None = None
+    # Exit status 3 when dead-letter rows exceed this share of the output's documents; null: never.
+    max_failed_fraction: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +158,7 @@ def from_dict(data: Mapping[str, Any]) -> Config:
             message = f"must be a positive integer or null, got {task.max_length}"
             raise ConfigError(f"tasks.{name}.max_length: {message}")
     check_output_outside_inputs(cfg.input.paths, cfg.output.path)
+    _check_run_keys(cfg.output)
     return cfg
 
 
@@ -172,6 +184,19 @@ def _normalized(path: str) -> str:
     if "://" not in path or path.startswith("file://"):
         return os.path.abspath(os.path.expanduser(path.removeprefix("file://")))
     return path
+
+
+def _check_run_keys(output: OutputConfig) -> None:
+    fraction = output.max_failed_fraction
+    if fraction is not None and not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"output.max_failed_fraction: expected a number from 0 to 1, got {fraction}")
+    if output.run_date is not None:
+        try:
+            parsed = datetime.date.fromisoformat(output.run_date)
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.isoformat() != output.run_date:
+            raise ConfigError(f"output.run_date: expected a date as YYYY-MM-DD, got {output.run_date!r}")
 
 
 def _tasks(value: Any, path: str) -> dict[str, TaskSettings]:
