@@ -88,20 +88,29 @@ def choose_shards(plan: Plan, run_id: str, full_refresh: bool, progress_dir: str
 
 def record_idle_run(plan: Plan) -> dict[str, Any]:
     """A run with nothing to annotate writes its summary and report under _state/runs/ and nothing else:
-    the output stays byte for byte as it was."""
+    the output stays byte for byte as it was. Unless an earlier run committed shards but died before its
+    summary: then the top-level summary and report are brought up to date as well."""
+    out, options = plan.cfg.output.path, plan.cfg.output.storage_options
     summary = run_summary(ShardStats(), report.Profile(), {}, plan.facts, plan.run, time.time())
-    report.write_run_record(plan.cfg.output.path, summary, plan.cfg.output.storage_options, latest=False)
+    newest = max((e.run_id for e in state.read_entries(out, options).values()), default="")
+    top = _read_json(storage.join(out, report.SUMMARY_FILE), options)
+    behind = top is None or str(top.get("run_id", "")) < newest
+    report.write_run_record(out, summary, options, latest=behind)
     return summary
+
+
+def _read_json(uri: str, storage_options: Mapping[str, Any]) -> dict[str, Any] | None:
+    fs, path = storage.filesystem(uri, storage_options)
+    fs.invalidate_cache()
+    try:
+        return json.loads(fs.cat_file(path))
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def read_run_summary(cfg: Config, run_id: str) -> dict[str, Any] | None:
     uri = state.state_uri(cfg.output.path, state.RUNS_DIR, run_id, "summary.json")
-    fs, path = storage.filesystem(uri, cfg.output.storage_options)
-    fs.invalidate_cache()
-    try:
-        return json.loads(fs.cat_file(path))
-    except FileNotFoundError:
-        return None
+    return _read_json(uri, cfg.output.storage_options)
 
 
 def exit_status(summary: Mapping[str, Any]) -> int:

@@ -349,8 +349,19 @@ def commit_shard(
     crash_point("after_entry")
     for relative in run.previous.get(source, ()):
         if relative not in (output, errors):
-            _remove(output_uri(path, relative), storage_options)
+            uri = output_uri(path, relative)
+            _remove(uri, storage_options)
+            _remove_folder_if_empty(uri, storage_options)
     return entry
+
+
+def _remove_folder_if_empty(uri: str, storage_options: Mapping[str, Any]) -> None:
+    """A local partition folder emptied by moving its last shard elsewhere goes too."""
+    fs, path = storage.filesystem(uri, storage_options)
+    folder = os.path.dirname(path)
+    if isinstance(fs, LocalFileSystem) and os.path.basename(folder).startswith("run_date="):
+        with contextlib.suppress(OSError):  # not empty, or gone already
+            os.rmdir(folder)
 
 
 # -- crash-test hook -----------------------------------------------------------------------------------
