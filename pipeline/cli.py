@@ -79,7 +79,9 @@ def _run_locked(cfg: config.Config, options, run_id: str, force: bool, full_refr
     try:
         plan = runs.choose_shards(plan, run_id, full_refresh, progress.dir)
         chosen = ", ".join(f"{n} {why}" for why, n in plan.run.selection.items() if n)
-        if not plan.shards:
+        # On a remote runner an empty pipeline still runs, so that a scheduler launching a job (a Dataflow
+        # Flex Template) gets one, ending in success, on a night with nothing new.
+        if not plan.shards and runs.runs_locally(options):
             summary = runs.record_idle_run(plan)
             print(f"distilbeam: run {run_id}: nothing to annotate ({chosen}) -> {cfg.output.path}")
             return _report_status(summary)

@@ -66,6 +66,9 @@ def choose_shards(plan: Plan, run_id: str, full_refresh: bool, progress_dir: str
         log.info(
             "%d shards in the output are no longer among the inputs; their rows stay", len(selection.stale)
         )
+    newest = max((e.run_id for e in entries.values()), default="")
+    top = _read_json(storage.join(out, report.SUMMARY_FILE), options)
+    summary_behind = bool(newest) and (top is None or str(top.get("run_id", "")) < newest)
     run_date = cfg.output.run_date or datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     carried = selection.kept + ([] if selection.remove_stale else selection.stale)
     todo = set(selection.todo)
@@ -82,20 +85,20 @@ def choose_shards(plan: Plan, run_id: str, full_refresh: bool, progress_dir: str
         max_failed_fraction=cfg.output.max_failed_fraction,
         started=plan.started,
         progress_dir=progress_dir,
+        summary_behind=summary_behind,
     )
     return dataclasses.replace(plan, shards=[s for s in plan.shards if s.uri in todo], run=run)
 
 
 def record_idle_run(plan: Plan) -> dict[str, Any]:
-    """A run with nothing to annotate writes its summary and report under _state/runs/ and nothing else:
-    the output stays byte for byte as it was. Unless an earlier run committed shards but died before its
-    summary: then the top-level summary and report are brought up to date as well."""
-    out, options = plan.cfg.output.path, plan.cfg.output.storage_options
+    """A local run with nothing to annotate writes its summary and report under _state/runs/ and nothing
+    else: the output stays byte for byte as it was. Unless an earlier run committed shards but died before
+    its summary: then the top-level summary and report are brought up to date as well."""
     summary = run_summary(ShardStats(), report.Profile(), {}, plan.facts, plan.run, time.time())
-    newest = max((e.run_id for e in state.read_entries(out, options).values()), default="")
-    top = _read_json(storage.join(out, report.SUMMARY_FILE), options)
-    behind = top is None or str(top.get("run_id", "")) < newest
-    report.write_run_record(out, summary, options, latest=behind)
+    cfg = plan.cfg
+    report.write_run_record(
+        cfg.output.path, summary, cfg.output.storage_options, latest=plan.run.summary_behind
+    )
     return summary
 
 

@@ -301,6 +301,9 @@ class RunSettings:
     max_failed_fraction: float | None
     started: float
     progress_dir: str | None = None  # local runs: where workers leave progress counts for the launcher
+    # An earlier run committed shards but died before its summary: even a run with nothing to annotate
+    # then rewrites the output's top-level summary and report.
+    summary_behind: bool = False
 
 
 def new_run_id(now: float | None = None) -> str:

@@ -289,7 +289,8 @@ class WriteRunReportFn(beam.DoFn):
     ) -> Iterator[dict[str, Any]]:
         state.crash_point("before_summary")
         summary = run_summary(stats, profile, timeline, self._facts, self._run, time.time())
-        report.write_run_record(self._path, summary, self._storage_options, latest=True)
+        latest = stats.shards > 0 or self._run.summary_behind  # a run that changed nothing leaves them
+        report.write_run_record(self._path, summary, self._storage_options, latest=latest)
         yield summary
 
 
