@@ -103,6 +103,8 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
         raise ConfigError(f"config file {path} does not exist") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
+    except ValueError as exc:  # a date-like value that is no date, such as 2026-13-01
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     for override in overrides:
@@ -128,6 +130,8 @@ def apply_override(data: dict, override: str) -> None:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {key}: value is not valid YAML: {_yaml_problem(exc)}") from None
+    except ValueError as exc:  # a date-like value that is no date, such as 2026-13-01
+        raise ConfigError(f"--set {key}: value is not valid YAML: {exc}") from None
     parts = key.strip().split(".")
     node = data
     for i, part in enumerate(parts[:-1]):
@@ -280,6 +284,8 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         return float(value)
     if hint is str:
+        if isinstance(value, datetime.date):  # YAML reads an unquoted 2026-01-31 as a date
+            value = value.isoformat()
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{path}: expected a non-empty string, got {value!r}")
         return value

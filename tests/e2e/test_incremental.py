@@ -136,3 +136,25 @@ def test_output_folders_holding_other_files_are_refused(models_dir, write_config
         assert refused.returncode == 2 and "is not empty" in refused.stderr, (mode, refused.stderr)
     assert sorted(p.name for p in out.iterdir()) == ["_state", "notes.txt"]  # the lock folder, left empty
     shutil.rmtree(out / "_state")
+
+
+def test_with_nothing_new_a_remote_runner_still_gets_a_job_that_leaves_the_output(
+    models_dir, write_config, tmp_path, monkeypatch, capsys
+):
+    """A Flex Template launch expects a job even on a night with nothing new: on a runner that is not local
+    the (empty) pipeline runs, records the run, and leaves the output's files as they were."""
+    from pipeline import cli, runs
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    h.corpus(inputs, shards=1)
+    cfg = write_config(h.config(models_dir, inputs, out))
+    assert cli.main(["run", "--config", str(cfg)]) == 0
+    before = h.snapshot(out)
+    built = []
+    monkeypatch.setattr(runs, "runs_locally", lambda options: False)
+    monkeypatch.setattr(runs, "record_idle_run", lambda plan: built.append("idle"))
+    assert cli.main(["run", "--config", str(cfg)]) == 0
+    assert built == []  # the pipeline ran instead of the local shortcut
+    summary = h.run_summary(out, capsys.readouterr().out.split("\n")[-2])
+    assert (summary["status"], summary["shards"], summary["selection"]["kept"]) == ("ok", 0, 1)
+    assert h.snapshot(out) == before
