@@ -139,7 +139,7 @@ class ProgressLine:
         self._thread = threading.Thread(target=self._loop, name="distilbeam-progress", daemon=True)
         self._first_done_at: float | None = None
         self._started_at = time.monotonic()
-        self._printed_at = 0.0
+        self._printed_at = self._started_at  # the first line comes one interval in
         self._last = ""
 
     def start(self) -> ProgressLine:

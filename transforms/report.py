@@ -269,7 +269,17 @@ def _sorted_counts(counts: Mapping[str, int]) -> list[tuple[str, int]]:
 
 
 def _length_rows(profile: Profile) -> list[tuple[str, int]]:
-    return sorted(profile.lengths.items(), key=lambda kv: _bucket_start(kv[0]))
+    """Every bucket from the shortest documents' to the longest's, empty ones included."""
+    if not profile.lengths:
+        return []
+    starts = [_bucket_start(b) for b in profile.lengths]
+    low, high = min(starts), max(starts)
+    buckets = ["0"] if low == 0 else []
+    start = max(low, 1)
+    while start <= high:
+        buckets.append(length_bucket(start))
+        start <<= 1
+    return [(b, profile.lengths.get(b, 0)) for b in buckets]
 
 
 def render_markdown(s: Mapping[str, Any]) -> str:

@@ -161,7 +161,7 @@ def test_html_report_draws_its_charts_inline_and_escapes_document_text():
     assert tags.count("svg") == 4  # throughput, label distribution, length histogram, entities by label
     assert "<script>alert(1)</script>" in "".join(parsed.text)  # shown as text, escaped in the markup
     bars = [a for t, a in parsed.tags if t == "rect"]
-    assert len(bars) == 2 + 2 + 1  # two labels, two length buckets, one entity label
+    assert len(bars) == 2 + 3 + 1  # two labels, length buckets 2-3, 4-7 (empty) and 8-15, one entity label
     assert "BadRecord" in page
 
 
@@ -175,7 +175,7 @@ def test_markdown_report_lists_what_the_run_did():
     assert "| infer | OOM | 1 |" in md
     assert "| POS | 1 | 50.0% |" in md and "| NEG | 1 | 50.0% |" in md
     assert "| Alice\\|Bob | PER | 1 |" in md
-    assert "| 2-3 | 1 |" in md and "| 8-15 | 1 |" in md
+    assert "| 2-3 | 1 |\n| 4-7 | 0 |\n| 8-15 | 1 |" in md
     assert "Peak 2.5 documents/s" in md
 
 
