@@ -63,6 +63,7 @@ def run(
     cfg = config.load(config_path, overrides)
     options = pipeline_options(cfg.beam, beam_argv)
     run_id = state.new_run_id()
+    check_output_folder(cfg.output.path, cfg.output.storage_options)
     with state.OutputLock(cfg.output.path, cfg.output.storage_options, run_id):
         return _run_locked(cfg, options, run_id, force, full_refresh)
 
@@ -136,8 +137,7 @@ def prepare_output(path: str, storage_options: dict, force: bool, mode: str = "o
     fs, root = storage.filesystem(path, storage_options)
     if not fs.exists(root):
         return
-    if not fs.isdir(root):
-        raise config.ConfigError(f"output.path: {path} exists and is not a directory")
+    check_output_folder(path, storage_options)
     entries = [e for e in fs.ls(root, detail=False) if not _only_lock(fs, e)]
     if not entries:
         return
@@ -164,6 +164,12 @@ def prepare_output(path: str, storage_options: dict, force: bool, mode: str = "o
             if shards_fs.exists(shards_path):
                 shards_fs.rm(shards_path, recursive=True)
     fs.invalidate_cache()
+
+
+def check_output_folder(path: str, storage_options: dict) -> None:
+    fs, root = storage.filesystem(path, storage_options)
+    if fs.exists(root) and not fs.isdir(root):
+        raise config.ConfigError(f"output.path: {path} exists and is not a directory")
 
 
 def _ours(entry: str) -> bool:

@@ -252,7 +252,8 @@ def remove_unreferenced(
         relative = posixpath.relpath(found.replace(os.sep, "/"), root.replace(os.sep, "/"))
         name = relative.rsplit("/", 1)[-1]
         orphan = _OUTPUT_FILE.match(relative) and relative not in referenced
-        if orphan or _TEMP_FILE.match(name):
+        torn = _TEMP_FILE.match(name) and not name.startswith(f".{LOCK_FILE}.")  # not the lock's renewal
+        if orphan or torn:
             try:
                 fs.rm(found)
                 removed.append(relative)
@@ -443,6 +444,9 @@ class OutputLock:
             current = self._read(fs, path)
             if current is not None and current.get("token") == self._holder["token"]:
                 _remove(self.uri, self._storage_options)
+            if isinstance(fs, LocalFileSystem):  # a run that stopped before writing leaves no _state/
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.dirname(path))
 
     def _record(self) -> bytes:
         now = time.time()
