@@ -5,12 +5,15 @@ scheduler about dead letters and about a run already in progress."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pyarrow.parquet as pq
 
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 from tests.e2e import helpers as h
-from transforms import state
 
 
 def test_rerun_annotates_nothing_and_a_new_shard_alone_is_annotated(models_dir, write_config, tmp_path):
@@ -112,15 +115,39 @@ def test_a_changed_model_reannotates_every_shard_into_the_new_partition(models_d
     assert metadata[b"distilbeam.annotation_sha256"].decode() == s2["annotation_sha256"]
 
 
-def test_a_run_refuses_an_output_another_run_holds(models_dir, write_config, tmp_path):
+def test_a_run_refuses_an_output_another_run_holds_until_that_run_dies(models_dir, write_config, tmp_path):
     inputs, out = tmp_path / "in", tmp_path / "out"
     h.corpus(inputs, shards=1)
     cfg = write_config(h.config(models_dir, inputs, out))
-    with state.OutputLock(str(out), {}, "20260101T000000Z-other"):
+    holder = subprocess.Popen(  # another process holding the output's lock, as a running run does
+        [sys.executable, "-c", HOLD_LOCK, str(out)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
         refused = run_cli("run", "--config", str(cfg))
-    assert refused.returncode == 4
-    assert "output.path is in use by run 20260101T000000Z-other" in refused.stderr
-    assert not h.data_files(out) and not (out / "_state" / "lock.json").exists()
+        assert refused.returncode == 4
+        assert "output.path is in use by run 20260101T000000Z-other" in refused.stderr.splitlines()[-1]
+        assert not h.data_files(out)
+    finally:
+        holder.send_signal(signal.SIGKILL)  # the holder dies without releasing its lock
+        holder.wait()
+    assert (out / "_state" / "lock.json").exists()
+    taken_over = run_cli("run", "--config", str(cfg))
+    assert taken_over.returncode == 0, taken_over.stderr
+    assert "taking over the stale lock of run 20260101T000000Z-other" in taken_over.stderr
+    assert len(h.rows(out)) == 4 and not (out / "_state" / "lock.json").exists()
+
+
+HOLD_LOCK = """
+import sys, time
+import transforms.state as state
+state.OutputLock(sys.argv[1], {}, "20260101T000000Z-other").acquire()
+print("locked", flush=True)
+time.sleep(600)
+"""
 
 
 def test_output_folders_holding_other_files_are_refused(models_dir, write_config, tmp_path):
