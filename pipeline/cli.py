@@ -133,7 +133,7 @@ def prepare_output(path: str, storage_options: dict, force: bool, mode: str = "o
     """Refuses to mix a run's files with an earlier run's; with ``force``, removes the earlier outputs
     (and only those: files distilbeam did not write stay where they are). In incremental mode a folder
     holding only distilbeam's files is expected (an earlier run's, or an interrupted one's); a folder
-    with anything else in it is refused the same way."""
+    with anything else in it is refused the same way, and --force starts it over."""
     fs, root = storage.filesystem(path, storage_options)
     if not fs.exists(root):
         return
@@ -141,7 +141,7 @@ def prepare_output(path: str, storage_options: dict, force: bool, mode: str = "o
     entries = [e for e in fs.ls(root, detail=False) if not _only_lock(fs, e)]
     if not entries:
         return
-    if mode == "incremental" and all(_ours(e) for e in entries):
+    if mode == "incremental" and not force and all(_ours(e) for e in entries):
         return
     if not force:
         raise config.ConfigError(

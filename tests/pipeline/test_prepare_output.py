@@ -44,6 +44,10 @@ def test_incremental_mode_accepts_an_output_of_its_own_files_only(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(config.ConfigError, match="is not empty"):
         cli.prepare_output(str(tmp_path), {}, force=False, mode="incremental")
+    cli.prepare_output(str(tmp_path), {}, force=True, mode="incremental")  # starts over
+    assert files(tmp_path) == sorted(
+        [*KEPT, ".part-0123456789abcdef.parquet.0123456789abcdef0123456789abcdef.tmp", "notes.txt"]
+    )
 
 
 def test_run_records_alone_do_not_make_an_output_non_empty(tmp_path):
