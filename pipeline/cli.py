@@ -1,6 +1,7 @@
 """The ``distilbeam`` command.
 
-    distilbeam run --config FILE [--set dotted.key=value ...] [--force] [--full-refresh] [Beam flags ...]
+    distilbeam run --config FILE [--set dotted.key=value ...] [--force] [--full-refresh] [--detach]
+                   [Beam flags ...]
     distilbeam demo-models DIR
 
 Flags ``run`` does not know are Beam's and go to ``PipelineOptions`` untouched. Exit status: 0 when every
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     run_p.add_argument("--force", action="store_true", help="replace earlier outputs in output.path")
     run_p.add_argument(
+        "--detach", action="store_true", help="submit the job and return without waiting for it to finish"
+    )
+    run_p.add_argument(
         "--full-refresh",
         action="store_true",
         help="incremental mode: annotate every shard again, whatever the output already holds",
@@ -48,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")
             return demo_models(args.dir)
-        return run(args.config, args.set, args.force, rest, args.full_refresh)
+        return run(
+            args.config, args.set, args.force, rest, detach=args.detach, full_refresh=args.full_refresh
+        )
     except state.OutputLocked as exc:
         print(f"distilbeam: error: {exc}", file=sys.stderr)
         return runs.EXIT_LOCKED
@@ -58,31 +64,52 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(
-    config_path: str, overrides: list[str], force: bool, beam_argv: list[str], full_refresh: bool = False
+    config_path: str,
+    overrides: list[str],
+    force: bool,
+    beam_argv: list[str],
+    detach: bool = False,
+    full_refresh: bool = False,
 ) -> int:
+    from pipeline import runners
+
     cfg = config.load(config_path, overrides)
     options = pipeline_options(cfg.beam, beam_argv)
+    runners.check_paths(cfg, options)
     run_id = state.new_run_id()
+    if runners.is_dry_run(options):  # the job is built and checked; the output is not touched
+        return _launch(cfg, options, run_id, force, full_refresh, detach, dry_run=True)
     check_output_folder(cfg.output.path, cfg.output.storage_options)
     with state.OutputLock(cfg.output.path, cfg.output.storage_options, run_id):
-        return _run_locked(cfg, options, run_id, force, full_refresh)
+        return _launch(cfg, options, run_id, force, full_refresh, detach, dry_run=False)
 
 
-def _run_locked(cfg: config.Config, options, run_id: str, force: bool, full_refresh: bool) -> int:
+def _launch(
+    cfg: config.Config,
+    options,
+    run_id: str,
+    force: bool,
+    full_refresh: bool,
+    detach: bool,
+    dry_run: bool,
+) -> int:
     import apache_beam as beam
 
+    from pipeline import runners
     from pipeline.graph import build
     from pipeline.plan import prepare
 
-    prepare_output(cfg.output.path, cfg.output.storage_options, force, cfg.output.mode)
+    if not dry_run:
+        prepare_output(cfg.output.path, cfg.output.storage_options, force, cfg.output.mode)
     plan = prepare(cfg, worker_processes(options))
-    progress = runs.Progress(enabled=runs.runs_locally(options))
+    local = runs.runs_locally(options)
+    progress = runs.Progress(enabled=local and not dry_run)
     try:
-        plan = runs.choose_shards(plan, run_id, full_refresh, progress.dir)
+        plan = runs.choose_shards(plan, run_id, full_refresh, progress.dir, read_output=not dry_run)
         chosen = ", ".join(f"{n} {why}" for why, n in plan.run.selection.items() if n)
         # On a remote runner an empty pipeline still runs, so that a scheduler launching a job (a Dataflow
         # Flex Template) gets one, ending in success, on a night with nothing new.
-        if not plan.shards and runs.runs_locally(options):
+        if not plan.shards and local and not dry_run:
             summary = runs.record_idle_run(plan)
             print(f"distilbeam: run {run_id}: nothing to annotate ({chosen}) -> {cfg.output.path}")
             return _report_status(summary)
@@ -97,9 +124,23 @@ def _run_locked(cfg: config.Config, options, run_id: str, force: bool, full_refr
         pipeline = beam.Pipeline(options=options)
         build(pipeline, plan)
         progress.start(plan)
-        result_state = pipeline.run().wait_until_finish()
+        result = pipeline.run()
+        if dry_run:
+            print("distilbeam: dry run: the job was built and checked, not submitted")
+            return 0
+        if detach:
+            print(f"distilbeam: submitted {runners.job_name(result)}; outputs go to {cfg.output.path}")
+            return 0
+        result_state = result.wait_until_finish()
     finally:
         progress.stop()
+    for task, seen in sorted(runners.worker_report(result).items()):
+        log.info(
+            "task %s: model loaded %d times by workers, %s torch threads each",
+            task,
+            seen.get("model_loads", 0),
+            _span(seen.get("min_threads"), seen.get("max_threads")),
+        )
     summary = runs.read_run_summary(cfg, run_id)
     if summary is None:
         print(f"distilbeam: pipeline ended in state {result_state}; no summary was written", file=sys.stderr)
@@ -206,6 +247,12 @@ def demo_models(directory: Path) -> int:
     for name, path in written.items():
         print(f"distilbeam: wrote {name} model to {path}")
     return 0
+
+
+def _span(low: int | None, high: int | None) -> str:
+    if low is None:
+        return "unknown"
+    return str(low) if low == high else f"{low}-{high}"
 
 
 def _configure_logging() -> None:

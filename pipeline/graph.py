@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import apache_beam as beam
 
 from pipeline.plan import Plan, read_settings
+from transforms import storage
 from transforms.annotate import AnnotateDocuments
 from transforms.progress import TrackProgressFn
 from transforms.read import ReadShards
@@ -20,7 +23,7 @@ def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
     )
     failed = (read.failed, annotated["failed"]) | "AllFailures" >> beam.Flatten()
     write = WriteSettings(
-        cfg.output.path,
+        worker_path(cfg.output.path),
         plan.schema,
         cfg.output.keep_text,
         cfg.output.compression,
@@ -37,3 +40,8 @@ def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
             | "TrackProgress" >> beam.ParDo(TrackProgressFn(plan.run.progress_dir, sizes))
         )
     return outputs | "WriteEnrichedParquet" >> WriteEnrichedParquet(write, plan.facts, plan.started)
+
+
+def worker_path(path: str) -> str:
+    """A local path as workers get it: absolute, since a worker may run in another directory."""
+    return os.path.abspath(path.removeprefix("file://")) if storage.is_local(path) else path

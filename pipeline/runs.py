@@ -46,15 +46,18 @@ LOCAL_RUNNERS = {
 }
 
 
-def choose_shards(plan: Plan, run_id: str, full_refresh: bool, progress_dir: str | None) -> Plan:
-    """The plan narrowed to the shards this run annotates, with the run's settings. In incremental mode this
-    also removes what a crashed run left behind and, after a settings change or with --full-refresh, the
-    outputs of shards that are no longer among the inputs."""
+def choose_shards(
+    plan: Plan, run_id: str, full_refresh: bool, progress_dir: str | None, read_output: bool = True
+) -> Plan:
+    """The plan narrowed to the shards this run annotates, with the run's settings. This also removes what
+    a crashed run left behind and, after a settings change or with --full-refresh, the outputs of shards
+    that are no longer among the inputs. Without ``read_output`` (a dry run) the output is neither read
+    nor changed, and every shard counts as new."""
     cfg = plan.cfg
     out, options = cfg.output.path, cfg.output.storage_options
     identities = state.identify_shards([s.uri for s in plan.shards], cfg.input.storage_options)
-    entries = state.read_entries(out, options)
-    removed = state.remove_unreferenced(out, entries, options)
+    entries = state.read_entries(out, options) if read_output else {}
+    removed = state.remove_unreferenced(out, entries, options) if read_output else []
     if removed:
         log.info("removed %d files an interrupted run left behind: %s", len(removed), ", ".join(removed[:5]))
     annotation = plan.facts["annotation_sha256"]
@@ -67,7 +70,7 @@ def choose_shards(plan: Plan, run_id: str, full_refresh: bool, progress_dir: str
             "%d shards in the output are no longer among the inputs; their rows stay", len(selection.stale)
         )
     newest = max((e.run_id for e in entries.values()), default="")
-    top = _read_json(storage.join(out, report.SUMMARY_FILE), options)
+    top = _read_json(storage.join(out, report.SUMMARY_FILE), options) if newest else None
     summary_behind = bool(newest) and (top is None or str(top.get("run_id", "")) < newest)
     run_date = cfg.output.run_date or datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     carried = selection.kept + ([] if selection.remove_stale else selection.stale)

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,20 @@ def local_dir(ref: ModelRef) -> Path:
     if ref.allow_pickle:
         patterns.append("*.bin")
     return Path(snapshot_download(ref.uri, revision=ref.revision, allow_patterns=patterns))
+
+
+def worker_dir(ref: ModelRef) -> Path:
+    """``local_dir`` on a worker, where a local directory the launcher checked may not exist."""
+    try:
+        return local_dir(ref)
+    except SetupError as exc:
+        if not ref.is_local:
+            raise
+        raise SetupError(
+            f"{exc} on worker {socket.gethostname()}: a model given as a local directory is loaded from that "
+            "same path by every worker; on a cluster, put the model in gs:// or s3://, or bake it into the "
+            "worker image at that path"
+        ) from None
 
 
 def _cached_copy(uri: str) -> Path:

@@ -155,6 +155,15 @@ class WriteShardFn(beam.DoFn):
         yield ShardStats(1, read, len(rows), len(failures), tokens, by_stage)
 
 
+# Module-level (not lambdas) so the graph pickles them by name: workers run their installed copy.
+def _by_shard_of_doc(item: Annotated) -> tuple[str, Annotated]:
+    return item.doc.source, item
+
+
+def _by_shard(failure: Failure) -> tuple[str, Failure]:
+    return failure.source, failure
+
+
 def shard_files(source: str, partition: str = "") -> tuple[str, str]:
     """A shard's output and dead-letter files, relative to output.path: named from the shard alone (in
     the run's date partition, if any), so annotating a shard again replaces its files in place."""
@@ -232,8 +241,8 @@ class WriteEnrichedParquet(beam.PTransform):
             return _expand_run(inputs, s, self._facts, self._started)
         return (
             {
-                "docs": inputs["docs"] | "KeyDocs" >> beam.Map(lambda a: (a.doc.source, a)),
-                "failed": inputs["failed"] | "KeyFailures" >> beam.Map(lambda f: (f.source, f)),
+                "docs": inputs["docs"] | "KeyDocs" >> beam.Map(_by_shard_of_doc),
+                "failed": inputs["failed"] | "KeyFailures" >> beam.Map(_by_shard),
                 "counts": inputs["counts"],
             }
             | "GroupByShard" >> beam.CoGroupByKey()
@@ -251,8 +260,8 @@ def _expand_run(
     and the per-second timeline (input ``timeline``) added up for the run report."""
     written = (
         {
-            "docs": inputs["docs"] | "KeyDocs" >> beam.Map(lambda a: (a.doc.source, a)),
-            "failed": inputs["failed"] | "KeyFailures" >> beam.Map(lambda f: (f.source, f)),
+            "docs": inputs["docs"] | "KeyDocs" >> beam.Map(_by_shard_of_doc),
+            "failed": inputs["failed"] | "KeyFailures" >> beam.Map(_by_shard),
             "counts": inputs["counts"],
         }
         | "GroupByShard" >> beam.CoGroupByKey()
