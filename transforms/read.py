@@ -10,7 +10,9 @@ import io
 import json
 import os
 import re
+import shutil
 import stat
+import tempfile
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
@@ -338,8 +340,7 @@ def _short(value: Any, limit: int = 80) -> str:
 
 def _read_parquet(uri: str, settings: ReadSettings) -> Iterator[Document | Failure]:
     try:
-        fs, path = storage.filesystem(uri, settings.storage_options)
-        handle = fs.open(path, "rb")
+        handle = _open_parquet(uri, settings)
     except Exception as exc:
         yield Failure.of("read", exc, f"cannot open Parquet shard: {exc}", source=uri, offset=0)
         return
@@ -351,9 +352,6 @@ def _read_parquet(uri: str, settings: ReadSettings) -> Iterator[Document | Failu
             schema = parquet.schema_arrow
         except Exception as exc:
             message = f"not a readable Parquet file: {exc}"
-            name = uri.rsplit("/", 1)[-1]
-            if storage.strip_compression(name) != name:
-                message += f"; Parquet files are read as they are, decompress {name} first"
             yield Failure.of("decode", exc, message, source=uri, offset=0)
             return
         names = schema.names
@@ -413,6 +411,23 @@ def _as_bytes(column: pa.Array) -> pa.Array:
     if pa.types.is_dictionary(column.type):
         column = column.dictionary_decode()
     return column.cast(pa.large_binary())
+
+
+def _open_parquet(uri: str, settings: ReadSettings) -> IO[bytes]:
+    """A seekable handle on the Parquet file. A compressed one (``.parquet.gz``) is decompressed into a
+    local temporary file first, as Parquet reads its footer before its rows, never into memory."""
+    if storage.strip_compression(uri) == uri:
+        fs, path = storage.filesystem(uri, settings.storage_options)
+        return fs.open(path, "rb")
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 (the caller closes it)
+    try:
+        with storage.open_input(uri, settings.storage_options) as stream:
+            shutil.copyfileobj(stream, spool, 1 << 20)
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
 
 
 def _parquet_record(

@@ -408,6 +408,7 @@ class OutputLock:
         self._holder = _holder_record(run_id)
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._made: list[str] = []  # local folders the lock created, removed on release if still empty
 
     def __enter__(self) -> OutputLock:
         self.acquire()
@@ -444,9 +445,10 @@ class OutputLock:
             current = self._read(fs, path)
             if current is not None and current.get("token") == self._holder["token"]:
                 _remove(self.uri, self._storage_options)
-            if isinstance(fs, LocalFileSystem):  # a run that stopped before writing leaves no _state/
-                with contextlib.suppress(OSError):
-                    os.rmdir(os.path.dirname(path))
+            if isinstance(fs, LocalFileSystem):  # a run that stopped before writing leaves no trace
+                for folder in [os.path.dirname(os.path.abspath(path)), *self._made[1:]]:
+                    with contextlib.suppress(OSError):  # not empty: the run wrote something
+                        os.rmdir(folder)
 
     def _record(self) -> bytes:
         now = time.time()
@@ -455,7 +457,11 @@ class OutputLock:
 
     def _create(self, fs: Any, path: str, stale: dict | None) -> bool:
         if isinstance(fs, LocalFileSystem):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            state_dir = folder = os.path.dirname(os.path.abspath(path))
+            while not os.path.exists(folder) and folder != os.path.dirname(folder):
+                self._made.append(folder)
+                folder = os.path.dirname(folder)
+            os.makedirs(state_dir, exist_ok=True)
             if stale is not None and not _move_aside(path, stale):
                 return False
             try:

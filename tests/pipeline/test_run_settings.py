@@ -40,7 +40,7 @@ def test_defaults_keep_one_off_runs_as_they_were():
     [
         ("output.mode=append", "output.mode: expected one of overwrite, incremental"),
         ("output.partition_by=day", "output.partition_by: expected one of run_date"),
-        ("output.run_date=2026-13-01", "--set output.run_date: value is not valid YAML"),
+        ("output.run_date=2026-13-01", "output.run_date: expected a date as YYYY-MM-DD, got '2026-13-01'"),
         ("output.run_date=2026-2-1", "output.run_date: expected a date as YYYY-MM-DD"),
         ("output.run_date=20260101", "output.run_date: expected a non-empty string"),
         ("output.max_failed_fraction=1.5", "output.max_failed_fraction: expected a number from 0 to 1"),

@@ -175,3 +175,9 @@ def test_crash_point_kills_on_its_nth_passage():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == -9
     assert done.stdout.split() == ["1", "2", "3"]
+
+
+def test_lock_released_before_anything_was_written_leaves_no_folder(tmp_path):
+    with state.OutputLock(str(tmp_path / "new" / "out"), {}, "run"):
+        assert (tmp_path / "new" / "out" / "_state" / "lock.json").exists()
+    assert list(tmp_path.iterdir()) == []

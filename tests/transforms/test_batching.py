@@ -1,0 +1,288 @@
+"""Tokenizing once and batching by a token budget: every document in exactly one batch, each batch within the
+budget, and results that come back to the right document and equal one-document-at-a-time inference."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+from apache_beam.pvalue import TaggedOutput
+from apache_beam.utils.windowed_value import WindowedValue
+
+from pipeline.config import from_dict
+from pipeline.plan import resolve_task
+from transforms import models
+from transforms.batching import Batch, BatchDocumentsFn, plan_batches, tokenize, unbatch, windows
+from transforms.schema import Annotated, Document, Failure
+from transforms.tasks import Runtime
+
+TEXTS = [
+    "The hotel in Paris was lovely and the staff were very helpful.",
+    "",
+    "Bob and Carol flew from Tokyo to Madrid with Initech; the flight was on time!",
+    "x",
+    "   ",
+    "one two three four five six seven eight nine ten " * 6,
+    "Alice visited the museum in Vienna on Monday.",
+    "Très bon restaurant à Lyon — le service était impeccable! 👍",
+    "good",
+    "Acme sold ten thousand phones in March, and Globex bought the rest in October.",
+    "bad film, slow story, terrible staff " * 4,
+    "Grace and Dave liked the festival.",
+]
+
+
+def docs(texts=TEXTS) -> list[Annotated]:
+    return [Annotated(Document(f"doc-{i}", "src", i, t), -1, {}) for i, t in enumerate(texts)]
+
+
+# -- plan_batches --------------------------------------------------------------------------------------------
+
+
+def check_plan(costs: list[tuple[int, int]], max_tokens: int) -> list[list[int]]:
+    batches = plan_batches(costs, max_tokens)
+    flat = [i for batch in batches for i in batch]
+    assert sorted(flat) == list(range(len(costs))), "every document exactly once"
+    for batch in batches:
+        rows = sum(costs[i][0] for i in batch)
+        padded = rows * max(costs[i][1] for i in batch)
+        if len(batch) > 1:
+            assert padded <= max_tokens, (batch, [costs[i] for i in batch])
+        elif padded > max_tokens:
+            assert costs[batch[0]][0] * costs[batch[0]][1] > max_tokens, "alone only when over on its own"
+    lengths = [costs[i][1] for i in flat]
+    assert lengths == sorted(lengths), "batches are cut from documents sorted by length"
+    return batches
+
+
+def test_plan_batches_on_many_random_inputs():
+    rng = random.Random(1234)
+    for _ in range(500):
+        n = rng.randint(0, 60)
+        costs = [(rng.choice([1, 1, 1, 2, 3]), rng.randint(2, 300)) for _ in range(n)]
+        check_plan(costs, rng.choice([1, 16, 64, 256, 1024, 8192]))
+
+
+def test_plan_batches_fills_each_batch_up_to_the_budget():
+    costs = [(1, 10)] * 10
+    assert check_plan(costs, 30) == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    assert check_plan(costs, 100) == [list(range(10))]
+    assert check_plan(costs, 9) == [[i] for i in range(10)]
+
+
+def test_plan_batches_counts_padding_to_the_longest_row():
+    costs = [(1, 50), (1, 10), (1, 10), (1, 40)]
+    # sorted: 10, 10, 40, 50 -> [10, 10] (2 x 10 = 20); adding the 40 would make 3 x 40 = 120 > 100
+    assert check_plan(costs, 100) == [[1, 2], [3, 0]]
+
+
+def test_plan_batches_counts_every_window_of_a_long_document():
+    costs = [(4, 32), (1, 32), (1, 32)]
+    assert check_plan(costs, 128) == [[1, 2], [0]]
+
+
+def test_plan_batches_gives_an_oversize_document_a_batch_of_its_own():
+    costs = [(1, 5), (1, 500), (1, 6)]
+    assert check_plan(costs, 64) == [[0, 2], [1]]
+
+
+def test_plan_batches_of_nothing():
+    assert plan_batches([], 100) == []
+
+
+# -- windows -------------------------------------------------------------------------------------------------
+
+
+def test_windows_without_stride_truncate():
+    assert windows(0, 10, None) == [(0, 0)]
+    assert windows(7, 10, None) == [(0, 7)]
+    assert windows(25, 10, None) == [(0, 10)]
+
+
+@pytest.mark.parametrize("stride", [0, 1, 3, 9])
+@pytest.mark.parametrize("n", [0, 1, 9, 10, 11, 25, 100])
+def test_windows_cover_the_document_and_overlap_by_stride(n, stride):
+    body = 10
+    spans = windows(n, body, stride)
+    assert spans[0][0] == 0
+    assert spans[-1][1] == n
+    assert all(0 < e - s <= body for s, e in spans) or n == 0
+    for (_, e1), (s2, _) in itertools.pairwise(spans):
+        assert e1 - s2 == stride, "consecutive windows share exactly `stride` tokens"
+        assert e1 < n
+
+
+@pytest.mark.parametrize(("body", "stride"), [(8, 0), (8, 3), (16, 4), (7, 4)])
+def test_windows_match_the_fast_tokenizers_overflowing_tokens(models_dir, body, stride):
+    tokenizer = models.load_tokenizer(models_dir / "tokenizer")
+    for text in TEXTS:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        reference = tokenizer(
+            text,
+            add_special_tokens=False,
+            truncation=True,
+            max_length=body,
+            stride=stride,
+            return_overflowing_tokens=True,
+        )["input_ids"]
+        ours = [ids[s:e] for s, e in windows(len(ids), body, stride)]
+        assert ours == reference, text
+
+
+# -- tokenizing and cutting batches in the DoFn --------------------------------------------------------------
+
+
+def run_batch_fn(fn: BatchDocumentsFn, items: list[Annotated]) -> tuple[list[Batch], list[Failure]]:
+    fn.setup()
+    fn.start_bundle()
+    outputs = [out for item in items for out in fn.process(item)]
+    outputs += list(fn.finish_bundle())
+    batches, failures = [], []
+    for out in outputs:
+        tag = out.tag if isinstance(out, TaggedOutput) else None
+        value = out.value if isinstance(out, TaggedOutput) else out
+        value = value.value if isinstance(value, WindowedValue) else value
+        assert isinstance(value, Failure if tag == "failed" else Batch)
+        (failures if tag == "failed" else batches).append(value)
+    return batches, failures
+
+
+@pytest.mark.parametrize("window", [1, 5, 100])
+def test_batch_fn_tokenizes_once_and_cuts_batches_within_the_budget(models_dir, window):
+    tokenizer = models.load_tokenizer(models_dir / "tokenizer")
+    max_tokens = 64
+
+    def cost(n: int) -> tuple[int, int]:
+        return 1, min(n, 30) + 2
+
+    fn = BatchDocumentsFn(lambda: tokenizer, [cost, cost], max_tokens, window)
+    batches, failures = run_batch_fn(fn, docs())
+    assert failures == []
+    seen = [t.item.doc.id for b in batches for t in b.items]
+    assert sorted(seen) == sorted(d.doc.id for d in docs())
+    for batch in batches:
+        padded = len(batch) * max(cost(len(t.ids))[1] for t in batch.items)
+        assert padded <= max_tokens or len(batch) == 1
+        for t in batch.items:
+            encoded = tokenizer(t.item.doc.text, add_special_tokens=False, return_offsets_mapping=True)
+            assert t.ids.tolist() == encoded["input_ids"]
+            assert [tuple(o) for o in t.offsets.tolist()] == [tuple(o) for o in encoded["offset_mapping"]]
+    if window == 1:
+        assert all(len(b) == 1 for b in batches), "a window of one document never batches two"
+
+
+def test_tokenizer_failure_fails_only_its_document(models_dir):
+    real = models.load_tokenizer(models_dir / "tokenizer")
+
+    def tokenizer(texts, **kwargs):
+        if any("BOOM" in t for t in texts):
+            raise ValueError("cannot tokenize this")
+        return real(texts, **kwargs)
+
+    items = docs(["fine", "BOOM here", "also fine"])
+    tokenized, failures = tokenize(tokenizer, items)
+    assert [t.item.doc.id for t in tokenized] == ["doc-0", "doc-2"]
+    (failure,) = failures
+    assert (failure.id, failure.offset, failure.stage, failure.error) == (
+        "doc-1",
+        1,
+        "tokenize",
+        "ValueError",
+    )
+
+
+def test_unbatch_keeps_documents_in_their_batch_order_and_sends_failures_aside(models_dir):
+    tokenizer = models.load_tokenizer(models_dir / "tokenizer")
+    tokenized, _ = tokenize(tokenizer, docs(["a b c", "d", "e f"]))
+    boom = Failure.of("infer", "Boom", "no", source="src", offset=1, id="doc-1")
+    batch = (
+        Batch(tuple(tokenized)).with_results("a", ["A0", boom, "A2"]).with_results("b", ["B0", "B1", "B2"])
+    )
+    out = list(unbatch(batch))
+    assert [getattr(o, "tag", None) for o in out] == [None, "failed", None]
+    assert out[1].value is boom
+    assert [(o.doc.id, o.n_tokens, dict(o.results)) for o in (out[0], out[2])] == [
+        ("doc-0", 3, {"a": "A0", "b": "B0"}),
+        ("doc-2", 2, {"a": "A2", "b": "B2"}),
+    ]
+
+
+# -- batched inference equals one document at a time (issue 3, must show 2) ----------------------------------
+
+
+def handler_for(models_dir, model, kind, **settings):
+    cfg = from_dict(
+        {
+            "input": {"paths": ["unused"]},
+            "tasks": {"t": {"kind": kind, "model": str(models_dir / model), **settings}},
+            "output": {"path": "unused"},
+        }
+    )
+    return cfg.tasks["t"]
+
+
+def infer(settings, texts, max_tokens) -> list:
+    handler, _, _ = resolve_task("t", settings, Runtime(device="cpu", torch_threads=1), max_tokens)
+    loaded = _loaded(handler)
+    tokenized, failures = tokenize(loaded.tokenizer, docs(texts))
+    assert failures == []
+    results = {}
+    costs = [handler.cost(len(t.ids)) for t in tokenized]
+    for indices in plan_batches(costs, max_tokens):
+        (out,) = handler.run_inference(Batch(tuple(tokenized[i] for i in indices)), loaded)
+        assert [t.item.doc.id for t in out.items] == [tokenized[i].item.doc.id for i in indices]
+        for t, result in zip(out.items, out.results["t"], strict=True):
+            assert t.item.doc.id not in results
+            results[t.item.doc.id] = result
+    return [results[f"doc-{i}"] for i in range(len(texts))]
+
+
+_LOADED: dict = {}
+
+
+def _loaded(handler):
+    """One loaded model per model directory for the whole module: loading is the slow part."""
+    key = handler.settings.model
+    if key not in _LOADED:
+        _LOADED[key] = handler.load_model()
+    return _LOADED[key]
+
+
+def assert_same_classification(got, want):
+    assert got["label"] == want["label"]
+    assert got["score"] == pytest.approx(want["score"], abs=1e-5)
+    assert [s["label"] for s in got["scores"]] == [s["label"] for s in want["scores"]]
+    assert np.allclose([s["score"] for s in got["scores"]], [s["score"] for s in want["scores"]], atol=1e-5)
+
+
+def assert_same_entities(got, want):
+    assert [(e["label"], e["start"], e["end"], e["text"]) for e in got] == [
+        (e["label"], e["start"], e["end"], e["text"]) for e in want
+    ]
+    assert np.allclose([e["score"] for e in got], [e["score"] for e in want], atol=1e-5)
+
+
+BUDGETS = [1, 40, 128, 512, 100_000]
+
+
+@pytest.mark.parametrize("settings", [{}, {"max_length": 16, "long_text": "chunk-max"}])
+def test_classify_batched_equals_one_document_at_a_time(models_dir, settings):
+    task = handler_for(models_dir, "classifier", "classify", **settings)
+    alone = [infer(task, [text], 100_000)[0] for text in TEXTS]
+    for budget in BUDGETS:
+        batched = infer(task, TEXTS, budget)
+        for got, want in zip(batched, alone, strict=True):
+            assert_same_classification(got, want)
+
+
+@pytest.mark.parametrize("aggregation", ["none", "simple", "first", "average", "max"])
+def test_ner_batched_equals_one_document_at_a_time(models_dir, aggregation):
+    task = handler_for(models_dir, "ner", "ner", aggregation=aggregation, max_length=16, stride=4)
+    alone = [infer(task, [text], 100_000)[0] for text in TEXTS]
+    assert any(alone), "the model finds some entities, so the comparison says something"
+    for budget in BUDGETS:
+        batched = infer(task, TEXTS, budget)
+        for got, want in zip(batched, alone, strict=True):
+            assert_same_entities(got, want)
