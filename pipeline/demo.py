@@ -5,7 +5,6 @@ marks them as random-weight models."""
 from __future__ import annotations
 
 import random
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -53,11 +52,11 @@ def build_tokenizer(out: Path, texts: Iterable[str], vocab_size: int = 1500, low
         min_frequency=1,
         special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        wordpiece.save_model(tmp)
-        tokenizer = DistilBertTokenizerFast(vocab_file=str(Path(tmp) / "vocab.txt"), do_lower_case=lowercase)
-        tokenizer.model_max_length = 512
-        tokenizer.save_pretrained(str(out))
+    # transformers 5 builds the tokenizer from a vocabulary mapping; a ``vocab_file`` argument is ignored
+    # and leaves a tokenizer that knows only its special tokens.
+    tokenizer = DistilBertTokenizerFast(vocab=wordpiece.get_vocab(), do_lower_case=lowercase)
+    tokenizer.model_max_length = 512
+    tokenizer.save_pretrained(str(out))
 
 
 def build_model(
