@@ -40,8 +40,10 @@ def prepare(cfg: Config, worker_processes: int = 1) -> Plan:
     groups: dict[str, list[TaskHandler]] = {}
     refs: dict[str, models.ModelRef] = {}
     identities = {}
+    types = {}
     for name, settings in cfg.tasks.items():
         handler, tokenizer_id, identity = resolve_task(name, settings, runtime, cfg.batching.max_tokens)
+        types[name] = handler.arrow_type()
         groups.setdefault(tokenizer_id, []).append(handler)
         refs.setdefault(tokenizer_id, settings.ref)
         identities[name] = identity
@@ -56,7 +58,6 @@ def prepare(cfg: Config, worker_processes: int = 1) -> Plan:
         "distilbeam.config_sha256": facts["config_sha256"],
         "distilbeam.tasks": json.dumps(identities, sort_keys=True),
     }
-    types = {name: TASK_KINDS[s.kind].Handler.arrow_type(s) for name, s in cfg.tasks.items()}
     schema = output_schema(types, cfg.output.keep_text, metadata)
     return Plan(cfg, shards, task_groups, schema, facts, started)
 
@@ -84,6 +85,10 @@ def resolve_task(
     max_length = resolve_max_length(settings, config, tokenizer)
     frame = models.special_frame(tokenizer)
     handler = kind.Handler(name, settings, runtime, max_tokens, max_length, frame)
+    try:
+        handler.resolve_model(tokenizer, config)
+    except SetupError as exc:
+        raise ConfigError(f"tasks.{name}: {exc}") from None
     problem = handler.settings_problem()
     if problem:
         raise ConfigError(f"tasks.{name}.{problem}")
@@ -93,8 +98,9 @@ def resolve_task(
         "revision": settings.revision,
         "weights_sha256": models.weights_sha256(weights),
         "max_length": max_length,
-        "labels": [config["id2label"][k] for k in sorted(config["id2label"], key=int)],
     }
+    if kind.Handler.labelled:
+        identity["labels"] = [config["id2label"][k] for k in sorted(config["id2label"], key=int)]
     if config.get(RANDOM_WEIGHTS_KEY):
         identity["random_weights"] = True
     return handler, models.tokenizer_identity(tokenizer), identity
