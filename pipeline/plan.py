@@ -58,13 +58,13 @@ def prepare(cfg: Config, worker_processes: int = 1) -> Plan:
         "distilbeam.config_sha256": facts["config_sha256"],
         "distilbeam.tasks": json.dumps(identities, sort_keys=True),
     }
-    schema = output_schema(types, cfg.output.keep_text, metadata)
+    schema = output_schema(types, cfg.output.keep_text, metadata, split=cfg.input.long_documents == "split")
     return Plan(cfg, shards, task_groups, schema, facts, started)
 
 
 def read_settings(cfg: Config) -> ReadSettings:
     i = cfg.input
-    return ReadSettings(i.format, i.id_field, i.text_field, i.max_chars, i.storage_options)
+    return ReadSettings(i.format, i.id_field, i.text_field, i.max_chars, i.storage_options, i.long_documents)
 
 
 def resolve_task(

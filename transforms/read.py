@@ -4,10 +4,11 @@ dead-letter row; a shard that breaks part-way keeps what was read and dead-lette
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
 
 import apache_beam as beam
@@ -22,6 +23,9 @@ FORMATS = {".txt": "text", ".text": "text", ".jsonl": "jsonl", ".ndjson": "jsonl
 FORMATS |= {".parquet": "parquet", ".pq": "parquet"}
 BOM = b"\xef\xbb\xbf"
 PARQUET_BATCH_ROWS = 2048
+# With long_documents: split, a JSON line is still parsed whole: one longer than this is dead-lettered.
+SPLIT_JSON_BYTES = 256 << 20
+LONG_LINE_CHUNK = 256 << 10  # bytes read at a time from a line over the cap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +35,12 @@ class ReadSettings:
     text_field: str
     max_chars: int
     storage_options: Mapping[str, Any]
+    # dead-letter: a document over max_chars is a dead-letter row; split: it is annotated in parts.
+    long_documents: str = "dead-letter"
+
+    @property
+    def split(self) -> bool:
+        return self.long_documents == "split"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,8 +94,11 @@ def read_shard(shard: Shard, settings: ReadSettings) -> Iterator[Document | Fail
         yield Failure.of("read", exc, f"cannot open shard: {exc}", source=shard.uri, offset=0)
         return
     parse = _parse_json_line if shard.format == "jsonl" else _parse_text_line
+    max_bytes = 4 * settings.max_chars
+    if settings.split and shard.format == "jsonl":
+        max_bytes = max(max_bytes, SPLIT_JSON_BYTES)
     with stream:
-        lines = _lines(stream, max_bytes=4 * settings.max_chars)
+        lines = _lines(stream, max_bytes, keep_long=settings.split and shard.format == "text")
         while True:
             try:
                 line = next(lines)
@@ -96,26 +109,64 @@ def read_shard(shard: Shard, settings: ReadSettings) -> Iterator[Document | Fail
                 stage = "read" if isinstance(exc, PermissionError | IsADirectoryError) else "decode"
                 yield Failure.of(stage, exc, message, source=shard.uri, offset=offset)
                 return
-            if offset == 0 and line is not None and line.startswith(BOM):
+            if offset == 0 and isinstance(line, bytes) and line.startswith(BOM):
                 line = line[len(BOM) :]
-            if line is None:
+            if isinstance(line, LongLine):
+                parts = split_text(_decoded(line.chunks(), strip_bom=offset == 0), settings.max_chars)
+                yield from _parts(derived_id(shard.uri, offset), shard.uri, offset, parts)
+            elif line is None:
                 message = f"record longer than input.max_chars ({settings.max_chars}); not annotated"
+                if settings.split:
+                    message = f"JSON record over {max_bytes} bytes; a JSON line is parsed whole, so not split"
                 yield Failure.of("read", "TooLong", message, source=shard.uri, offset=offset)
             else:
-                yield parse(line, shard.uri, offset, settings)
+                yield from split_document(parse(line, shard.uri, offset, settings), settings)
             offset += 1
 
 
-def _lines(stream: IO[bytes], max_bytes: int) -> Iterator[bytes | None]:
-    """Lines without their line ending; None for a line over ``max_bytes``, which is skipped unread."""
+class LongLine:
+    """A text line over the byte cap, read on in chunks (never whole) by the one who takes it."""
+
+    def __init__(self, head: bytes, stream: IO[bytes]):
+        self._head: bytes | None = head
+        self._stream = stream
+
+    def chunks(self) -> Iterator[bytes]:
+        """The rest of the line, in chunks, without its line ending; each chunk is read when asked for."""
+        held = b""
+        while True:
+            if self._head is not None:
+                chunk, self._head = self._head, None
+            else:
+                chunk = self._stream.readline(LONG_LINE_CHUNK) if self._stream else b""
+            last = not chunk or chunk.endswith(b"\n")
+            chunk = held + chunk.removesuffix(b"\n")
+            if last:
+                self._stream = None
+                yield chunk.removesuffix(b"\r")
+                return
+            chunk, held = (chunk[:-1], b"\r") if chunk.endswith(b"\r") else (chunk, b"")
+            yield chunk
+
+    def skip(self) -> None:
+        for _ in self.chunks():
+            pass
+
+
+def _lines(stream: IO[bytes], max_bytes: int, keep_long: bool = False) -> Iterator[bytes | LongLine | None]:
+    """Lines without their line ending. A line over ``max_bytes`` is skipped unread (None), or with
+    ``keep_long`` handed over as a LongLine to read on in chunks."""
     while True:
         line = stream.readline(max_bytes + 1)
         if not line:
             return
         if len(line) > max_bytes and not line.endswith(b"\n"):
-            while line and not line.endswith(b"\n"):
-                line = stream.readline(1 << 20)
-            yield None
+            long_line = LongLine(line, stream)
+            if keep_long:
+                yield long_line
+            else:
+                yield None
+            long_line.skip()  # whatever the taker left of it
             continue
         yield line.removesuffix(b"\n").removesuffix(b"\r")
 
@@ -128,7 +179,7 @@ def _decode(raw: bytes) -> str:
 
 
 def _too_long(text: str, source: str, offset: int, settings: ReadSettings, raw: bytes) -> Failure | None:
-    if len(text) <= settings.max_chars:
+    if len(text) <= settings.max_chars or settings.split:
         return None
     message = f"document has {len(text)} characters, over input.max_chars ({settings.max_chars})"
     return Failure.of("read", "TooLong", message, source=source, offset=offset, raw=raw)
@@ -203,7 +254,9 @@ def _read_parquet(uri: str, settings: ReadSettings) -> Iterator[Document | Failu
                 texts = table.get(settings.text_field, [None] * batch.num_rows)
                 ids = table[settings.id_field] if use_id else [None] * batch.num_rows
                 for text, raw_id in zip(texts, ids, strict=True):
-                    yield _parquet_record(uri, offset, text, raw_id, problem, settings)
+                    yield from split_document(
+                        _parquet_record(uri, offset, text, raw_id, problem, settings), settings
+                    )
                     offset += 1
         except Exception as exc:
             message = f"Parquet shard unreadable after {offset} rows ({exc}); the rest of it is lost"
@@ -223,6 +276,50 @@ def _parquet_record(
         message = f"text field {settings.text_field!r} is null"
         return Failure.of("parse", "BadRecord", message, source=uri, offset=offset, id=id_)
     return _too_long(text, uri, offset, settings, text.encode()) or Document(id_, uri, offset, text)
+
+
+def split_document(record: Document | Failure, settings: ReadSettings) -> Iterator[Document | Failure]:
+    """The record, or with ``long_documents: split`` a document over ``max_chars`` in its parts."""
+    if isinstance(record, Failure) or len(record.text) <= settings.max_chars or not settings.split:
+        yield record
+        return
+    yield from _parts(record.id, record.source, record.offset, split_text([record.text], settings.max_chars))
+
+
+def split_text(chunks: Iterable[str], max_chars: int) -> Iterator[tuple[int, str]]:
+    """Consecutive parts of at most ``max_chars`` characters of the text the chunks make up, each with the
+    position of its first character. A part ends after the last whitespace in its second half, when there
+    is one, so that words stay whole. Holds at most one part and one chunk at a time."""
+    buffer, start = "", 0
+    for chunk in chunks:
+        buffer += chunk
+        while len(buffer) > max_chars:
+            cut = _cut(buffer, max_chars)
+            yield start, buffer[:cut]
+            start, buffer = start + cut, buffer[cut:]
+    if buffer or not start:
+        yield start, buffer
+
+
+def _cut(text: str, max_chars: int) -> int:
+    space = max(text.rfind(c, max_chars // 2, max_chars) for c in " \t\n\r\u3000")
+    return space + 1 if space >= 0 else max_chars
+
+
+def _decoded(chunks: Iterable[bytes], strip_bom: bool) -> Iterator[str]:
+    """UTF-8 text of a stream of chunks (invalid bytes replaced, as for any line)."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    for i, chunk in enumerate(chunks):
+        if i == 0 and strip_bom:
+            chunk = chunk.removeprefix(BOM)
+        yield decoder.decode(chunk)
+    yield decoder.decode(b"", final=True)
+
+
+def _parts(id_: str, source: str, offset: int, parts: Iterable[tuple[int, str]]) -> Iterator[Document]:
+    """Part k of record ``id_`` is document ``<id_>#k``; ``char_offset`` places it in the record's text."""
+    for k, (start, text) in enumerate(parts):
+        yield Document(f"{id_}#{k}", source, offset, text, start)
 
 
 class ReadShardFn(beam.DoFn):
