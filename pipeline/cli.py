@@ -1,6 +1,6 @@
 """The ``distilbeam`` command.
 
-    distilbeam run --config FILE [--set dotted.key=value ...] [--force] [Beam flags ...]
+    distilbeam run --config FILE [--set dotted.key=value ...] [--force] [--detach] [Beam flags ...]
     distilbeam demo-models DIR
 
 Flags ``run`` does not know are Beam's and go to ``PipelineOptions`` untouched. Exit status: 0 when every
@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
     )
     run_p.add_argument("--force", action="store_true", help="replace earlier outputs in output.path")
+    run_p.add_argument(
+        "--detach", action="store_true", help="submit the job and return without waiting for it to finish"
+    )
     demo_p = commands.add_parser("demo-models", help="write small random-weight models for offline runs")
     demo_p.add_argument("dir", type=Path)
     args, rest = parser.parse_known_args(argv)
@@ -41,26 +44,46 @@ def main(argv: list[str] | None = None) -> int:
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")
             return demo_models(args.dir)
-        return run(args.config, args.set, args.force, rest)
+        return run(args.config, args.set, args.force, rest, detach=args.detach)
     except SetupError as exc:
         print(f"distilbeam: error: {exc}", file=sys.stderr)
         return 2
 
 
-def run(config_path: str, overrides: list[str], force: bool, beam_argv: list[str]) -> int:
+def run(
+    config_path: str, overrides: list[str], force: bool, beam_argv: list[str], detach: bool = False
+) -> int:
     import apache_beam as beam
 
+    from pipeline import runners
     from pipeline.graph import build
     from pipeline.plan import prepare
 
     cfg = config.load(config_path, overrides)
     options = pipeline_options(cfg.beam, beam_argv)
-    prepare_output(cfg.output.path, cfg.output.storage_options, force)
+    runners.check_paths(cfg, options)
+    dry_run = runners.is_dry_run(options)
+    if not dry_run:
+        prepare_output(cfg.output.path, cfg.output.storage_options, force)
     plan = prepare(cfg, worker_processes(options))
     log.info("annotating %d shards with %d tasks into %s", len(plan.shards), len(cfg.tasks), cfg.output.path)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, plan)
-    state = pipeline.run().wait_until_finish()
+    result = pipeline.run()
+    if dry_run:
+        print("distilbeam: dry run: the job was built and checked, not submitted")
+        return 0
+    if detach:
+        print(f"distilbeam: submitted {runners.job_name(result)}; outputs go to {cfg.output.path}")
+        return 0
+    state = result.wait_until_finish()
+    for task, seen in sorted(runners.worker_report(result).items()):
+        log.info(
+            "task %s: model loaded %d times by workers, %s torch threads each",
+            task,
+            seen.get("model_loads", 0),
+            _span(seen.get("min_threads"), seen.get("max_threads")),
+        )
     summary = read_summary(cfg.output.path, cfg.output.storage_options)
     if summary is None:
         print(f"distilbeam: pipeline ended in state {state}; no summary was written", file=sys.stderr)
@@ -118,6 +141,12 @@ def demo_models(directory: Path) -> int:
     for name, path in written.items():
         print(f"distilbeam: wrote {name} model to {path}")
     return 0
+
+
+def _span(low: int | None, high: int | None) -> str:
+    if low is None:
+        return "unknown"
+    return str(low) if low == high else f"{low}-{high}"
 
 
 def _configure_logging() -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from fsspec.utils import glob_translate
 
 from transforms import SetupError
 from transforms.tasks import TASK_KINDS, TaskSettings
@@ -78,6 +81,7 @@ class Config:
     def sha256(self) -> str:
         """Identity of everything that shapes the output rows (not where they go or which runner runs)."""
         facts = {k: v for k, v in self.to_dict().items() if k not in ("beam", "output")}
+        facts["input"].pop("storage_options")  # credentials live there, and they do not shape rows
         facts["keep_text"] = self.output.keep_text
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
@@ -90,7 +94,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     for override in overrides:
@@ -98,15 +102,24 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
     return from_dict(data)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: what is wrong and where (the YAML library's own message spans several, quoting the text)."""
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
 def apply_override(data: dict, override: str) -> None:
     """Sets ``a.b.c=value`` in place; the value is parsed as YAML (so lists, numbers and null work)."""
     key, sep, raw = override.partition("=")
     if not sep or not key.strip():
+        if "storage_options" in override:  # what follows may be a credential: never echo it
+            override = override[: override.index("storage_options")] + "storage_options..."
         raise ConfigError(f"--set {override!r}: expected dotted.key=value")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: value is not valid YAML: {exc}") from None
+        raise ConfigError(f"--set {key}: value is not valid YAML: {_yaml_problem(exc)}") from None
     parts = key.strip().split(".")
     node = data
     for i, part in enumerate(parts[:-1]):
@@ -132,7 +145,36 @@ def from_dict(data: Mapping[str, Any]) -> Config:
         raise ConfigError("runtime.torch_threads: must be a positive integer or null")
     if not (cfg.runtime.device in ("auto", "cpu", "cuda") or cfg.runtime.device.startswith("cuda:")):
         raise ConfigError(f"runtime.device: expected auto, cpu, cuda or cuda:N, got {cfg.runtime.device!r}")
+    for name, task in cfg.tasks.items():
+        if task.max_length is not None and task.max_length <= 0:
+            message = f"must be a positive integer or null, got {task.max_length}"
+            raise ConfigError(f"tasks.{name}.max_length: {message}")
+    check_output_outside_inputs(cfg.input.paths, cfg.output.path)
     return cfg
+
+
+def check_output_outside_inputs(patterns: tuple[str, ...], output: str) -> None:
+    """Refuses an output path whose files an input glob matches: the next run would read this run's
+    outputs as its input."""
+    from transforms.write import ERRORS_DIR, SUMMARY_FILE, shard_file_name
+
+    out = _normalized(output).rstrip("/")
+    part = shard_file_name("")
+    written = (f"{out}/{part}", f"{out}/{ERRORS_DIR}/{part}", f"{out}/{SUMMARY_FILE}")
+    for pattern in patterns:
+        matches = re.compile(glob_translate(_normalized(pattern))).fullmatch
+        if any(matches(path) for path in written):
+            raise ConfigError(
+                f"output.path: {output} is inside input.paths {pattern!r}: a later run would read this "
+                "run's outputs as input; write the output where no input glob reaches"
+            )
+
+
+def _normalized(path: str) -> str:
+    """A path as a glob sees it: local paths absolute, URLs with their protocol."""
+    if "://" not in path or path.startswith("file://"):
+        return os.path.abspath(os.path.expanduser(path.removeprefix("file://")))
+    return path
 
 
 def _tasks(value: Any, path: str) -> dict[str, TaskSettings]:

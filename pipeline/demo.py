@@ -84,7 +84,7 @@ def build_model(
         DistilBertModel,
     )
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=False)
     config = DistilBertConfig(
         vocab_size=len(tokenizer),
         dim=dim,

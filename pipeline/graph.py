@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import apache_beam as beam
 
 from pipeline.plan import Plan, read_settings
+from transforms import storage
 from transforms.annotate import AnnotateDocuments
 from transforms.read import ReadShards
 from transforms.write import WriteEnrichedParquet, WriteSettings
@@ -19,8 +22,17 @@ def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
     )
     failed = (read.failed, annotated["failed"]) | "AllFailures" >> beam.Flatten()
     write = WriteSettings(
-        cfg.output.path, plan.schema, cfg.output.keep_text, cfg.output.compression, cfg.output.storage_options
+        worker_path(cfg.output.path),
+        plan.schema,
+        cfg.output.keep_text,
+        cfg.output.compression,
+        cfg.output.storage_options,
     )
     return {"docs": annotated["annotated"], "failed": failed, "counts": read.counts} | (
         "WriteEnrichedParquet" >> WriteEnrichedParquet(write, plan.facts, plan.started)
     )
+
+
+def worker_path(path: str) -> str:
+    """A local path as workers get it: absolute, since a worker may run in another directory."""
+    return os.path.abspath(path.removeprefix("file://")) if storage.is_local(path) else path

@@ -3,10 +3,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    DirectOptions,
+    PipelineOptions,
+    PortableOptions,
+    StandardOptions,
+)
+
+# ``worker_processes`` when the runner starts one SDK process per core of each worker machine.
+ONE_PER_CORE = 0
 
 
 def beam_flags(section: Mapping[str, Any]) -> list[str]:
@@ -26,9 +36,22 @@ def pipeline_options(section: Mapping[str, Any], argv: Sequence[str]) -> Pipelin
     return PipelineOptions([*beam_flags(section), *argv])
 
 
+def runner_name(options: PipelineOptions) -> str:
+    return (options.view_as(StandardOptions).runner or "DirectRunner").rsplit(".", 1)[-1]
+
+
 def worker_processes(options: PipelineOptions) -> int:
-    """Processes one machine runs the pipeline in, so torch threads can divide its cores between them."""
+    """Processes one worker machine runs user code in, so torch threads can divide its cores between them
+    (processes x threads <= cores); ``ONE_PER_CORE`` when the runner starts one process per core."""
+    runner = runner_name(options)
+    if runner == "DataflowRunner":
+        # Dataflow runs one Python SDK process per vCPU unless told to run a single one (the GPU setup).
+        experiments = options.view_as(DebugOptions).experiments or []
+        return 1 if "no_use_multiple_sdk_containers" in experiments else ONE_PER_CORE
     direct = options.view_as(DirectOptions)
-    if direct.direct_running_mode == "multi_processing":
-        return max(1, direct.direct_num_workers or 1)
-    return 1
+    if runner in ("DirectRunner", "FnApiRunner") and direct.direct_running_mode == "multi_processing":
+        # direct_num_workers=0 means one worker per core of this machine.
+        return direct.direct_num_workers or os.cpu_count() or 1
+    # Portable runners (Flink, a worker pool) start sdk_worker_parallelism SDK processes per worker.
+    # (0 lets the runner choose; count it as one.)
+    return max(1, int(options.view_as(PortableOptions).sdk_worker_parallelism or 1))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -45,7 +46,7 @@ def prepare(cfg: Config, worker_processes: int = 1) -> Plan:
         handler, tokenizer_id, identity = resolve_task(name, settings, runtime, cfg.batching.max_tokens)
         types[name] = handler.arrow_type()
         groups.setdefault(tokenizer_id, []).append(handler)
-        refs.setdefault(tokenizer_id, settings.ref)
+        refs.setdefault(tokenizer_id, handler.settings.ref)
         identities[name] = identity
     task_groups = [TaskGroup(refs[key], tuple(handlers)) for key, handlers in groups.items()]
     facts = {
@@ -67,6 +68,14 @@ def read_settings(cfg: Config) -> ReadSettings:
     return ReadSettings(i.format, i.id_field, i.text_field, i.max_chars, i.storage_options, i.long_documents)
 
 
+def worker_settings(settings: Any, path: Path) -> Any:
+    """The task's settings as workers get them: a local model directory as an absolute path, since a worker
+    may run in another directory (or on another machine, where the path must exist too)."""
+    if not settings.ref.is_local:
+        return settings
+    return dataclasses.replace(settings, model=str(path.resolve()))
+
+
 def resolve_task(
     name: str, settings: Any, runtime: Runtime, max_tokens: int
 ) -> tuple[TaskHandler, str, dict[str, Any]]:
@@ -84,7 +93,12 @@ def resolve_task(
         raise ConfigError(f"{where}: cannot load {settings.model}: {exc}") from None
     max_length = resolve_max_length(settings, config, tokenizer)
     frame = models.special_frame(tokenizer)
-    handler = kind.Handler(name, settings, runtime, max_tokens, max_length, frame)
+    handler = kind.Handler(name, worker_settings(settings, path), runtime, max_tokens, max_length, frame)
+    if handler.body < 1:
+        raise ConfigError(
+            f"tasks.{name}.max_length: {max_length} tokens leave no room for text beside the model's "
+            f"{max_length - handler.body} special tokens"
+        )
     try:
         handler.resolve_model(tokenizer, config)
     except SetupError as exc:

@@ -15,7 +15,7 @@ from apache_beam.ml.inference.base import RunInference
 
 from transforms import models
 from transforms.batching import BatchDocumentsFn, unbatch
-from transforms.schema import Annotated
+from transforms.schema import Annotated, Document
 from transforms.tasks.base import TaskHandler
 
 
@@ -27,7 +27,7 @@ class TaskGroup:
     handlers: tuple[TaskHandler, ...]
 
     def load_tokenizer(self) -> Any:
-        return models.load_tokenizer(models.local_dir(self.tokenizer))
+        return models.load_tokenizer(models.worker_dir(self.tokenizer))
 
 
 class AnnotateDocuments(beam.PTransform):
@@ -40,7 +40,7 @@ class AnnotateDocuments(beam.PTransform):
         self._sort_window = sort_window
 
     def expand(self, docs: beam.PCollection) -> dict[str, beam.PCollection]:
-        items = docs | "Start" >> beam.Map(lambda doc: Annotated(doc, -1, {}))
+        items = docs | "Start" >> beam.Map(_start)
         failed = []
         for g, group in enumerate(self._groups):
             costs: list[Callable[[int], tuple[int, int]]] = [h.cost for h in group.handlers]
@@ -55,3 +55,9 @@ class AnnotateDocuments(beam.PTransform):
             failed.append(out.failed)
             items = out.annotated
         return {"annotated": items, "failed": failed | "FlattenFailures" >> beam.Flatten()}
+
+
+# Functions the graph refers to are module-level, so they pickle by name (not by value with the launcher's
+# file paths) and workers run their own installed copy.
+def _start(doc: Document) -> Annotated:
+    return Annotated(doc, -1, {})

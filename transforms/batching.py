@@ -145,8 +145,7 @@ def tokenize(tokenizer: Any, items: Sequence[Annotated]) -> tuple[list[Tokenized
     try:
         return _tokenize_all(tokenizer, items), []
     except Exception:
-        if len(items) == 1:
-            raise
+        pass  # even a lone document: it fails alone below, into the dead letter, never the whole run
     tokenized, failures = [], []
     for item in items:
         try:

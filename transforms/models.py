@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ def local_dir(ref: ModelRef) -> Path:
         return _cached_copy(ref.uri)
     if ref.is_local:
         path = Path(ref.uri.removeprefix("file://")).expanduser()
+        if path.exists() and not path.is_dir():
+            raise SetupError(f"model {ref.uri} is a file; name the directory holding config.json and weights")
         if not path.is_dir():
             raise SetupError(f"model directory {ref.uri} does not exist")
         return path
@@ -54,6 +57,20 @@ def local_dir(ref: ModelRef) -> Path:
     if ref.allow_pickle:
         patterns.append("*.bin")
     return Path(snapshot_download(ref.uri, revision=ref.revision, allow_patterns=patterns))
+
+
+def worker_dir(ref: ModelRef) -> Path:
+    """``local_dir`` on a worker, where a local directory the launcher checked may not exist."""
+    try:
+        return local_dir(ref)
+    except SetupError as exc:
+        if not ref.is_local:
+            raise
+        raise SetupError(
+            f"{exc} on worker {socket.gethostname()}: a model given as a local directory is loaded from that "
+            "same path by every worker; on a cluster, put the model in gs:// or s3://, or bake it into the "
+            "worker image at that path"
+        ) from None
 
 
 def _cached_copy(uri: str) -> Path:
@@ -79,8 +96,7 @@ def _cached_copy(uri: str) -> Path:
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
     try:
         for path in listing:
-            rel = path[len(root.rstrip("/")) + 1 :]
-            dest = tmp / rel
+            dest = cache_destination(tmp, root, path, uri)
             dest.parent.mkdir(parents=True, exist_ok=True)
             fs.get_file(path, str(dest))
         try:
@@ -93,14 +109,37 @@ def _cached_copy(uri: str) -> Path:
     return target
 
 
+def cache_destination(tmp: Path, root: str, path: str, uri: str) -> Path:
+    """Where a listed file of a remote model directory lands in the cache copy: below it, always. An object
+    name with ``..`` or an absolute part would otherwise write outside the cache."""
+    rel = path[len(root.rstrip("/")) + 1 :]
+    parts = rel.split("/")
+    if not path.startswith(root.rstrip("/") + "/") or any(p in ("", ".", "..") for p in parts):
+        raise SetupError(f"model directory {uri} holds a file named {path!r}, which would land outside it")
+    return tmp.joinpath(*parts)
+
+
 def read_config(path: Path, uri: str) -> dict[str, Any]:
+    """config.json of a model directory; a model that needs code of its own is refused (never run)."""
     config = path / "config.json"
     if not config.is_file():
         raise SetupError(f"model {uri} has no config.json: is it a transformers model directory?")
     try:
-        return json.loads(config.read_text(encoding="utf-8"))
+        data = json.loads(config.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise SetupError(f"model {uri}: config.json is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise SetupError(f"model {uri}: config.json holds no JSON object")
+    from transformers import CONFIG_MAPPING
+
+    model_type = data.get("model_type")
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        custom = " and ships code of its own (auto_map)" if "auto_map" in data else ""
+        raise SetupError(
+            f"model {uri} has model_type {model_type!r}, which transformers does not know{custom}; "
+            "distilbeam never runs code from a model directory (no trust_remote_code)"
+        )
+    return data
 
 
 def weight_files(path: Path, ref: ModelRef) -> list[Path]:

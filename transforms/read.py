@@ -7,25 +7,32 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import hashlib
+import io
 import json
+import os
+import re
+import stat
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
 
 import apache_beam as beam
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from transforms import SetupError, storage
-from transforms.schema import RAW_LIMIT, Document, Failure
+from transforms.schema import RAW_LIMIT, SURROGATES, Document, Failure
 
 FORMATS = {".txt": "text", ".text": "text", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 FORMATS |= {".parquet": "parquet", ".pq": "parquet"}
 BOM = b"\xef\xbb\xbf"
 PARQUET_BATCH_ROWS = 2048
+MAX_ID_BYTES = 1024  # longer ids are refused: an id is a key, and dead-letter rows stay small
 # With long_documents: split, a JSON line is still parsed whole: one longer than this is dead-lettered.
 SPLIT_JSON_BYTES = 256 << 20
-LONG_LINE_CHUNK = 256 << 10  # bytes read at a time from a line over the cap
+LONG_LINE_CHUNK = 256 << 10  # bytes read at a time from a text line over the byte limit, when splitting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +65,14 @@ def find_shards(patterns: tuple[str, ...], settings: ReadSettings) -> list[Shard
         except (OSError, ValueError) as exc:
             raise SetupError(f"input.paths: cannot list {pattern}: {exc}") from exc
         if not uris:
+            fs, path = storage.filesystem(pattern, settings.storage_options)
+            if not fsspec.core.has_magic(path) and fs.isdir(path):
+                raise SetupError(f"input.paths: {pattern} is a directory; name its files, e.g. {pattern}/*")
             raise SetupError(f"input.paths: no file matches {pattern}")
         for uri in uris:
+            if SURROGATES.search(uri):
+                shown = uri.encode("utf-8", "surrogateescape")
+                raise SetupError(f"input.paths: the file name {shown!r} is not valid UTF-8; rename the file")
             shards[uri] = Shard(uri, shard_format(uri, settings.format))
     return list(shards.values())
 
@@ -84,20 +97,35 @@ def derived_id(source: str, offset: int) -> str:
 
 def read_shard(shard: Shard, settings: ReadSettings) -> Iterator[Document | Failure]:
     """Every record of one shard, in order, as a document or a failure. Never raises for bad data."""
+    problem = _not_a_regular_file(shard.uri)
+    if problem:
+        yield Failure.of("read", "NotRegularFile", problem, source=shard.uri, offset=0)
+        return
     if shard.format == "parquet":
         yield from _read_parquet(shard.uri, settings)
         return
-    offset = 0
     try:
-        stream = storage.open_input(shard.uri, settings.storage_options)
+        stream = _peekable(storage.open_input(shard.uri, settings.storage_options))
     except Exception as exc:
         yield Failure.of("read", exc, f"cannot open shard: {exc}", source=shard.uri, offset=0)
         return
     parse = _parse_json_line if shard.format == "jsonl" else _parse_text_line
-    max_bytes = 4 * settings.max_chars
-    if settings.split and shard.format == "jsonl":
-        max_bytes = max(max_bytes, SPLIT_JSON_BYTES)
+    offset = 0
     with stream:
+        try:
+            head = stream.peek(len(BOM) + 16)
+        except Exception as exc:
+            yield Failure.of("decode", exc, _unreadable(shard.uri, 0, exc), source=shard.uri, offset=0)
+            return
+        wrong = sniff(head)
+        if wrong:
+            name = shard.uri.rsplit("/", 1)[-1]
+            message = f"the content of {name} is {wrong[0]}, not {shard.format} text: {wrong[1]}"
+            yield Failure.of("decode", "WrongFormat", message, source=shard.uri, offset=0, raw=head[:64])
+            return
+        max_bytes = 4 * settings.max_chars
+        if settings.split and shard.format == "jsonl":
+            max_bytes = max(max_bytes, SPLIT_JSON_BYTES)
         lines = _lines(stream, max_bytes, keep_long=settings.split and shard.format == "text")
         while True:
             try:
@@ -105,31 +133,97 @@ def read_shard(shard: Shard, settings: ReadSettings) -> Iterator[Document | Fail
             except StopIteration:
                 return
             except Exception as exc:
-                message = f"shard unreadable after {offset} records ({exc}); the rest of it is lost"
-                stage = "read" if isinstance(exc, PermissionError | IsADirectoryError) else "decode"
-                yield Failure.of(stage, exc, message, source=shard.uri, offset=offset)
+                message = _unreadable(shard.uri, offset, exc)
+                yield Failure.of("decode", exc, message, source=shard.uri, offset=offset)
                 return
-            if offset == 0 and isinstance(line, bytes) and line.startswith(BOM):
-                line = line[len(BOM) :]
             if isinstance(line, LongLine):
-                parts = split_text(_decoded(line.chunks(), strip_bom=offset == 0), settings.max_chars)
-                yield from _parts(derived_id(shard.uri, offset), shard.uri, offset, parts)
-            elif line is None:
-                message = f"record longer than input.max_chars ({settings.max_chars}); not annotated"
+                yield from _long_line_parts(line, shard.uri, offset, settings)
+            elif isinstance(line, Skipped):
+                message = (
+                    f"line longer than {line.limit} bytes (4 x input.max_chars); skipped unread, raise "
+                    "input.max_chars to read it, or set input.long_documents: split" + _cr_hint(line.head)
+                )
                 if settings.split:
-                    message = f"JSON record over {max_bytes} bytes; a JSON line is parsed whole, so not split"
-                yield Failure.of("read", "TooLong", message, source=shard.uri, offset=offset)
+                    message = (
+                        f"JSON line longer than {line.limit} bytes; a JSON line is parsed whole, so it is "
+                        "not split; skipped unread" + _cr_hint(line.head)
+                    )
+                yield Failure.of("read", "TooLong", message, source=shard.uri, offset=offset, raw=line.head)
             else:
-                yield from split_document(parse(line, shard.uri, offset, settings), settings)
+                if offset == 0 or shard.format == "jsonl":
+                    line = line.removeprefix(BOM)  # a byte-order mark, not text
+                yield from split_document(_guarded(parse, line, shard.uri, offset, settings), settings)
             offset += 1
 
 
+# Content a text or JSON Lines shard must not hold: (first bytes, what they are, what to do).
+MAGIC: tuple[tuple[re.Pattern[bytes], str, str], ...] = tuple(
+    (re.compile(pattern, re.DOTALL), what, todo)
+    for pattern, what, todo in (
+        (rb"\x1f\x8b", "gzip-compressed data", "end its name in .gz, or decompress it"),
+        (rb"\x28\xb5\x2f\xfd", "zstd-compressed data", "end its name in .zst, or decompress it"),
+        (rb"BZh[1-9]1AY&SY", "bzip2-compressed data", "end its name in .bz2, or decompress it"),
+        (rb"\xfd7zXZ\x00", "xz-compressed data", "end its name in .xz, or decompress it"),
+        (rb"PAR1\x15", "a Parquet file", "end its name in .parquet, or set input.format: parquet"),
+        (rb"PK\x03\x04", "a zip archive", "unpack it; distilbeam does not read zip archives"),
+        (rb"\xff\xfe\x00\x00|\x00\x00\xfe\xff", "UTF-32 text", "convert it to UTF-8 (iconv -f UTF-32)"),
+        (rb"\xff\xfe|\xfe\xff", "UTF-16 text", "convert it to UTF-8 (iconv -f UTF-16 -t UTF-8)"),
+    )
+)
+
+
+def sniff(head: bytes) -> tuple[str, str] | None:
+    """What a shard's first (decompressed) bytes are when they cannot be text: (what, what to do)."""
+    for pattern, what, todo in MAGIC:
+        if pattern.match(head):
+            return what, todo
+    return None
+
+
+def _not_a_regular_file(uri: str) -> str | None:
+    """Why a local path cannot be read as a shard (a named pipe would block forever, a device may never
+    end); None for regular files and for paths that do not exist (opening them says why)."""
+    if not storage.is_local(uri):
+        return None
+    try:
+        mode = os.stat(uri.removeprefix("file://")).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return f"{uri} is {kind}, not a regular file; it is not read"
+
+
+def _peekable(stream: IO[bytes]) -> IO[bytes]:
+    return stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type]
+
+
+def _unreadable(uri: str, offset: int, exc: BaseException) -> str:
+    message = f"shard unreadable after {offset} records ({type(exc).__name__}: {exc}); the rest of it is lost"
+    name = uri.rsplit("/", 1)[-1]
+    if offset == 0 and storage.strip_compression(name) != name and not isinstance(exc, EOFError):
+        message += f"; is it compressed as its name {name} says?"
+    elif "crc" in str(exc).lower() or "checksum" in str(exc).lower():
+        # gzip and xz check the data at the end of a stream: damage before that reads as records first
+        message += "; the stream failed its checksum, so records read before this point may be damaged too"
+    return message
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """A line over the byte limit: its first bytes, for the dead letter."""
+
+    head: bytes
+    limit: int
+
+
 class LongLine:
-    """A text line over the byte cap, read on in chunks (never whole) by the one who takes it."""
+    """A text line over the byte limit, read on in chunks (never whole) by the one who takes it."""
 
     def __init__(self, head: bytes, stream: IO[bytes]):
         self._head: bytes | None = head
-        self._stream = stream
+        self._stream: IO[bytes] | None = stream
 
     def chunks(self) -> Iterator[bytes]:
         """The rest of the line, in chunks, without its line ending; each chunk is read when asked for."""
@@ -153,129 +247,253 @@ class LongLine:
             pass
 
 
-def _lines(stream: IO[bytes], max_bytes: int, keep_long: bool = False) -> Iterator[bytes | LongLine | None]:
-    """Lines without their line ending. A line over ``max_bytes`` is skipped unread (None), or with
-    ``keep_long`` handed over as a LongLine to read on in chunks."""
+def _lines(
+    stream: IO[bytes], max_bytes: int, keep_long: bool = False
+) -> Iterator[bytes | Skipped | LongLine]:
+    """Lines without their line ending (LF or CRLF; a lone CR is not a line break); a line over
+    ``max_bytes`` is skipped unread, never held in memory whole, or with ``keep_long`` handed over as a
+    LongLine to be read on in chunks."""
     while True:
         line = stream.readline(max_bytes + 1)
         if not line:
             return
-        if len(line) > max_bytes and not line.endswith(b"\n"):
+        if len(line) > max_bytes and not line.endswith(b"\n") and keep_long:
             long_line = LongLine(line, stream)
-            if keep_long:
-                yield long_line
-            else:
-                yield None
+            yield long_line
             long_line.skip()  # whatever the taker left of it
+            continue
+        if len(line) > max_bytes and not line.endswith(b"\n"):
+            head = line[: RAW_LIMIT + 2]
+            while line and not line.endswith(b"\n"):
+                line = stream.readline(1 << 20)
+                head += line[: RAW_LIMIT + 2 - len(head)]
+            if b"\n" in head:
+                head = head[: head.index(b"\n")].removesuffix(b"\r")
+            yield Skipped(head[:RAW_LIMIT], max_bytes)
             continue
         yield line.removesuffix(b"\n").removesuffix(b"\r")
 
 
-def _decode(raw: bytes) -> str:
+def _guarded(parse: Any, raw: bytes, source: str, offset: int, settings: ReadSettings) -> Document | Failure:
+    """One record, whatever it holds: an error nobody foresaw costs this record, not the rest of the shard."""
     try:
-        return raw.decode("utf-8")
+        return parse(raw, source, offset, settings)
+    except Exception as exc:
+        message = f"cannot read record: {type(exc).__name__}: {exc}"
+        return Failure.of("parse", exc, message, source=source, offset=offset, raw=raw)
+
+
+def _decode(raw: bytes) -> tuple[str, tuple[str, ...]]:
+    """UTF-8 text, with each invalid byte sequence replaced by U+FFFD and the ``invalid_utf8`` warning."""
+    try:
+        return raw.decode("utf-8"), ()
     except UnicodeDecodeError:
-        return raw.decode("utf-8", "replace")
+        return raw.decode("utf-8", "replace"), ("invalid_utf8",)
 
 
-def _too_long(text: str, source: str, offset: int, settings: ReadSettings, raw: bytes) -> Failure | None:
-    if len(text) <= settings.max_chars or settings.split:
-        return None
-    message = f"document has {len(text)} characters, over input.max_chars ({settings.max_chars})"
-    return Failure.of("read", "TooLong", message, source=source, offset=offset, raw=raw)
+# C0 and C1 control characters other than tab, line feed and carriage return.
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _document(id_: str, source: str, offset: int, text: str, warnings: tuple[str, ...]) -> Document:
+    found = list(warnings)
+    if CONTROL.search(text):
+        found.append("control_chars")
+    if not text.strip():
+        found.append("empty_text")
+    return Document(id_, source, offset, text).with_warnings(*found)
+
+
+def _too_long(doc: Document, settings: ReadSettings, raw: bytes) -> Document | Failure:
+    if len(doc.text) <= settings.max_chars or settings.split:
+        return doc
+    message = f"document has {len(doc.text)} characters, over input.max_chars ({settings.max_chars})"
+    return Failure.of("read", "TooLong", message, source=doc.source, offset=doc.offset, id=doc.id, raw=raw)
 
 
 def _parse_text_line(raw: bytes, source: str, offset: int, settings: ReadSettings) -> Document | Failure:
-    text = _decode(raw)
-    return _too_long(text, source, offset, settings, raw) or Document(
-        derived_id(source, offset), source, offset, text
-    )
+    text, warnings = _decode(raw)
+    return _too_long(_document(derived_id(source, offset), source, offset, text, warnings), settings, raw)
 
 
 def _parse_json_line(raw: bytes, source: str, offset: int, settings: ReadSettings) -> Document | Failure:
     def fail(message: str, error: str | BaseException = "BadRecord", id: str | None = None) -> Failure:
         return Failure.of("parse", error, message, source=source, offset=offset, id=id, raw=raw)
 
-    if not raw.strip():
+    line, warnings = _decode(raw)
+    if not line.strip():
         return fail("blank line where a JSON object was expected")
     try:
-        record = json.loads(_decode(raw))
+        # strict=False: raw control characters inside strings (tabs, NULs) are taken as they are.
+        record = json.loads(line, strict=False)
+    except RecursionError as exc:
+        return fail("not valid JSON: nested too deeply to parse", exc)
     except ValueError as exc:
-        return fail(f"not valid JSON: {exc}", exc)
+        return fail(f"not valid JSON: {exc}{_cr_hint(raw)}", exc)
     if not isinstance(record, dict):
-        return fail(f"JSON line is a {type(record).__name__}, expected an object")
+        return fail(f"JSON line is {_json_kind(record)}, expected an object")
     id_ = _record_id(record.get(settings.id_field) if settings.id_field else None, source, offset)
-    if isinstance(id_, Failure):
-        return dataclasses.replace(id_, raw=_decode(raw[:RAW_LIMIT]))
+    if not isinstance(id_, str):
+        return fail(id_.message, "BadId")
     text = record.get(settings.text_field)
     if not isinstance(text, str):
-        what = "missing" if settings.text_field not in record else f"a {type(text).__name__}"
-        if text is None and settings.text_field in record:
-            what = "null"
+        what = _json_kind(text) if settings.text_field in record else "missing"
         return fail(f"text field {settings.text_field!r} is {what}, expected a string", id=id_)
-    return _too_long(text, source, offset, settings, raw) or Document(id_, source, offset, text)
+    if SURROGATES.search(text):
+        text = SURROGATES.sub("\ufffd", text)
+        warnings += ("lone_surrogate",)
+    return _too_long(_document(id_, source, offset, text, warnings), settings, raw)
 
 
-def _record_id(value: Any, source: str, offset: int) -> str | Failure:
+def _cr_hint(raw: bytes) -> str:
+    if b"\r" not in raw.rstrip(b"\r"):
+        return ""
+    return (
+        "; the line holds carriage returns (CR): records end at LF or CRLF only, so a file with CR line "
+        "endings reads as one line (convert it: tr '\\r' '\\n')"
+    )
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+@dataclasses.dataclass(frozen=True)
+class BadId:
+    message: str
+
+
+def _record_id(value: Any, source: str, offset: int) -> str | BadId:
     if value is None:
         return derived_id(source, offset)
-    if isinstance(value, str) and value:
-        return value
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    message = f"id is {value!r} ({type(value).__name__}); expected a non-empty string or an integer"
-    return Failure.of("parse", "BadId", message, source=source, offset=offset)
+        value = str(value)
+    if not isinstance(value, str) or not value:
+        kind = _json_kind(value)
+        return BadId(f"id is {_short(value)} ({kind}); expected a non-empty string or an integer")
+    if SURROGATES.search(value):
+        return BadId(f"id {_short(value)} holds an unpaired UTF-16 surrogate escape; it cannot be stored")
+    if len(value.encode("utf-8")) > MAX_ID_BYTES:
+        return BadId(
+            f"id is {len(value.encode('utf-8'))} bytes long, over the {MAX_ID_BYTES} bytes ids may take: "
+            f"shorten it, or set input.id_field: null to derive ids ({_short(value)})"
+        )
+    return value
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _read_parquet(uri: str, settings: ReadSettings) -> Iterator[Document | Failure]:
     try:
         fs, path = storage.filesystem(uri, settings.storage_options)
         handle = fs.open(path, "rb")
-        parquet = pq.ParquetFile(handle)
     except Exception as exc:
         yield Failure.of("read", exc, f"cannot open Parquet shard: {exc}", source=uri, offset=0)
         return
     with handle:
-        names = parquet.schema_arrow.names
-        text_type = (
-            parquet.schema_arrow.field(settings.text_field).type if settings.text_field in names else None
-        )
+        if getattr(handle, "size", None) == 0:
+            return  # an empty file holds no records, whatever its name says
+        try:
+            parquet = pq.ParquetFile(handle)
+            schema = parquet.schema_arrow
+        except Exception as exc:
+            message = f"not a readable Parquet file: {exc}"
+            name = uri.rsplit("/", 1)[-1]
+            if storage.strip_compression(name) != name:
+                message += f"; Parquet files are read as they are, decompress {name} first"
+            yield Failure.of("decode", exc, message, source=uri, offset=0)
+            return
+        names = schema.names
+        text_type = schema.field(settings.text_field).type if settings.text_field in names else None
         use_id = settings.id_field is not None and settings.id_field in names
-        columns = [c for c in (settings.text_field, settings.id_field if use_id else None) if c in names]
         problem = None
         if text_type is None:
             problem = f"column {settings.text_field!r} not found; the file has {', '.join(names)}"
-        elif not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
+        elif not _is_text(text_type):
             problem = f"column {settings.text_field!r} is {text_type}, expected a string column"
+        columns = [settings.text_field] if text_type else []
+        if use_id:
+            columns.append(settings.id_field)
         offset = 0
         try:
-            for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns or None):
-                table = batch.to_pydict()
-                texts = table.get(settings.text_field, [None] * batch.num_rows)
-                ids = table[settings.id_field] if use_id else [None] * batch.num_rows
-                for text, raw_id in zip(texts, ids, strict=True):
-                    yield from split_document(
-                        _parquet_record(uri, offset, text, raw_id, problem, settings), settings
-                    )
+            for n_rows, texts, ids in _parquet_batches(parquet, columns, settings, use_id, problem):
+                for i in range(n_rows):
+                    text = texts[i] if texts is not None else None
+                    raw_id = ids[i] if ids is not None else None
+                    try:
+                        record = _parquet_record(uri, offset, text, raw_id, problem, settings)
+                    except Exception as exc:  # this row only, as for text and JSON lines
+                        message = f"cannot read record: {type(exc).__name__}: {exc}"
+                        record = Failure.of("parse", exc, message, source=uri, offset=offset, raw=repr(text))
+                    yield from split_document(record, settings)
                     offset += 1
         except Exception as exc:
-            message = f"Parquet shard unreadable after {offset} rows ({exc}); the rest of it is lost"
-            yield Failure.of("decode", exc, message, source=uri, offset=offset)
+            yield Failure.of("decode", exc, _unreadable(uri, offset, exc), source=uri, offset=offset)
+
+
+def _is_text(type_: pa.DataType) -> bool:
+    if pa.types.is_dictionary(type_):
+        type_ = type_.value_type
+    return pa.types.is_string(type_) or pa.types.is_large_string(type_) or pa.types.is_string_view(type_)
+
+
+def _parquet_batches(
+    parquet: pq.ParquetFile, columns: list[str], settings: ReadSettings, use_id: bool, problem: str | None
+) -> Iterator[tuple[int, list[Any] | None, list[Any] | None]]:
+    """(rows, texts, ids) per batch; string columns come as bytes, so one row's invalid UTF-8 is that
+    row's business (its bytes get replaced), not a reason to stop reading the file."""
+    if not columns:  # nothing to read: only the row count matters
+        for i in range(parquet.metadata.num_row_groups):
+            yield parquet.metadata.row_group(i).num_rows, None, None
+        return
+    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+        texts = ids = None
+        if settings.text_field in batch.schema.names:
+            column = batch.column(settings.text_field)
+            texts = (_as_bytes(column) if problem is None else column).to_pylist()
+        if use_id:
+            column = batch.column(settings.id_field)
+            ids = (_as_bytes(column) if _is_text(column.type) else column).to_pylist()
+        yield batch.num_rows, texts, ids
+
+
+def _as_bytes(column: pa.Array) -> pa.Array:
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    return column.cast(pa.large_binary())
 
 
 def _parquet_record(
     uri: str, offset: int, text: Any, raw_id: Any, problem: str | None, settings: ReadSettings
 ) -> Document | Failure:
+    if isinstance(raw_id, bytes):
+        try:
+            raw_id = raw_id.decode("utf-8")
+        except UnicodeDecodeError:
+            message = f"id {_short(raw_id)} is not valid UTF-8"
+            return Failure.of("parse", "BadId", message, source=uri, offset=offset)
     id_ = _record_id(raw_id, uri, offset)
-    if isinstance(id_, Failure):
-        return id_
-    raw = repr(text)
+    if isinstance(id_, BadId):
+        return Failure.of("parse", "BadId", id_.message, source=uri, offset=offset)
     if problem:
+        raw = "" if text is None else repr(text)
         return Failure.of("parse", "BadColumn", problem, source=uri, offset=offset, id=id_, raw=raw)
     if text is None:
         message = f"text field {settings.text_field!r} is null"
         return Failure.of("parse", "BadRecord", message, source=uri, offset=offset, id=id_)
-    return _too_long(text, uri, offset, settings, text.encode()) or Document(id_, uri, offset, text)
+    decoded, warnings = _decode(text)
+    return _too_long(_document(id_, uri, offset, decoded, warnings), settings, text)
 
 
 def split_document(record: Document | Failure, settings: ReadSettings) -> Iterator[Document | Failure]:
@@ -283,7 +501,25 @@ def split_document(record: Document | Failure, settings: ReadSettings) -> Iterat
     if isinstance(record, Failure) or len(record.text) <= settings.max_chars or not settings.split:
         yield record
         return
-    yield from _parts(record.id, record.source, record.offset, split_text([record.text], settings.max_chars))
+    replaced = [w for w in record.warnings if w in ("invalid_utf8", "lone_surrogate")]
+    for k, (start, text) in enumerate(split_text([record.text], settings.max_chars)):
+        warnings = tuple(replaced) if "\ufffd" in text else ()
+        yield _part(record.id, k, record.source, record.offset, start, text, warnings)
+
+
+def _long_line_parts(line: LongLine, source: str, offset: int, settings: ReadSettings) -> Iterator[Document]:
+    """The parts of a text line too long to hold, cut as it streams in."""
+    decoded = _decoded(line.chunks(), strip_bom=offset == 0)
+    for k, (start, text) in enumerate(split_text(decoded, settings.max_chars)):
+        warnings = ("invalid_utf8",) if "\ufffd" in text and _replacements.count else ()
+        yield _part(derived_id(source, offset), k, source, offset, start, text, warnings)
+
+
+def _part(
+    id_: str, k: int, source: str, offset: int, start: int, text: str, warnings: tuple[str, ...]
+) -> Document:
+    """Part k of record ``id_`` is document ``<id_>#k``; ``char_offset`` places it in the record's text."""
+    return dataclasses.replace(_document(f"{id_}#{k}", source, offset, text, warnings), char_offset=start)
 
 
 def split_text(chunks: Iterable[str], max_chars: int) -> Iterator[tuple[int, str]]:
@@ -306,20 +542,24 @@ def _cut(text: str, max_chars: int) -> int:
     return space + 1 if space >= 0 else max_chars
 
 
+_replacements = threading.local()  # invalid byte sequences the streaming decoder replaced, per thread
+
+
+def _replace_and_count(error: UnicodeDecodeError) -> tuple[str, int]:
+    _replacements.count = getattr(_replacements, "count", 0) + 1
+    return "\ufffd", error.end
+
+
+codecs.register_error("distilbeam.replace", _replace_and_count)
+
+
 def _decoded(chunks: Iterable[bytes], strip_bom: bool) -> Iterator[str]:
-    """UTF-8 text of a stream of chunks (invalid bytes replaced, as for any line)."""
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    """UTF-8 text of a stream of chunks, invalid byte sequences replaced as ``_decode`` replaces them."""
+    _replacements.count = 0
+    decoder = codecs.getincrementaldecoder("utf-8")("distilbeam.replace")
     for i, chunk in enumerate(chunks):
-        if i == 0 and strip_bom:
-            chunk = chunk.removeprefix(BOM)
-        yield decoder.decode(chunk)
+        yield decoder.decode(chunk.removeprefix(BOM) if i == 0 and strip_bom else chunk)
     yield decoder.decode(b"", final=True)
-
-
-def _parts(id_: str, source: str, offset: int, parts: Iterable[tuple[int, str]]) -> Iterator[Document]:
-    """Part k of record ``id_`` is document ``<id_>#k``; ``char_offset`` places it in the record's text."""
-    for k, (start, text) in enumerate(parts):
-        yield Document(f"{id_}#{k}", source, offset, text, start)
 
 
 class ReadShardFn(beam.DoFn):

@@ -7,6 +7,7 @@ built here from them, so the output contract lives in one place. Each task kind 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +16,18 @@ import pyarrow as pa
 # Where in the pipeline a record failed; the dead letter's ``stage`` column takes these values.
 STAGES = ("read", "decode", "parse", "tokenize", "infer", "write")
 RAW_LIMIT = 1024  # bytes of the raw record kept in a dead-letter row
+MESSAGE_LIMIT = 1024  # bytes of a dead-letter message (messages may quote a record's values)
+SURROGATES = re.compile("[\ud800-\udfff]")
+
+# What the ``warnings`` column of an output row can hold: the document was annotated, but not exactly as
+# its bytes were given, or it deserves a second look. Values are these codes, in this order.
+WARNINGS = {
+    "invalid_utf8": "bytes that are not UTF-8 were replaced by U+FFFD, one per invalid sequence",
+    "lone_surrogate": "a JSON \\uD800-\\uDFFF escape without its pair was replaced by U+FFFD",
+    "control_chars": "the text holds NUL or other control characters (kept as given: offsets stay true)",
+    "empty_text": "the text is empty or whitespace only",
+    "duplicate_id": "another row of the same shard has this id",
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -23,8 +36,13 @@ class Document:
     source: str  # shard URI
     offset: int  # line number (text, jsonl) or row index (parquet), from 0
     text: str
+    warnings: tuple[str, ...] = ()  # codes from WARNINGS, in their order there
     # Where the text starts in its record's text: 0, unless a record over input.max_chars was split.
     char_offset: int = 0
+
+    def with_warnings(self, *codes: str) -> Document:
+        found = {*self.warnings, *codes}
+        return dataclasses.replace(self, warnings=tuple(w for w in WARNINGS if w in found))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -51,11 +69,17 @@ class Failure:
         id: str | None = None,
         raw: bytes | str = b"",
     ) -> Failure:
-        if isinstance(raw, str):
-            raw = raw.encode("utf-8", "surrogatepass")
         name = type(error).__name__ if isinstance(error, BaseException) else error
-        text = raw[:RAW_LIMIT].decode("utf-8", "replace")
-        return cls(id, source, offset, stage, name, message, text)
+        return cls(id, source, offset, stage, name, clip(message, MESSAGE_LIMIT), clip(raw, RAW_LIMIT))
+
+
+def clip(value: bytes | str, limit: int) -> str:
+    """At most ``limit`` bytes of UTF-8: invalid bytes and lone surrogates become U+FFFD first, then the
+    text is cut at a character boundary (so a replacement never pushes it over the limit)."""
+    if isinstance(value, bytes):
+        value = value[: 4 * limit].decode("utf-8", "replace")
+    value = SURROGATES.sub("\ufffd", value[:limit])
+    return value.encode("utf-8")[:limit].decode("utf-8", "ignore")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -118,6 +142,7 @@ def output_schema(
         pa.field("source", pa.string(), nullable=False),
         pa.field("offset", pa.int64(), nullable=False),
         pa.field("n_tokens", pa.int32(), nullable=False),
+        pa.field("warnings", pa.list_(pa.string()), nullable=False),
     ]
     if split:
         fields.insert(3, pa.field("char_offset", pa.int64(), nullable=False))
@@ -134,6 +159,7 @@ def output_row(item: Annotated, keep_text: bool) -> dict[str, Any]:
         "offset": item.doc.offset,
         "char_offset": item.doc.char_offset,  # written only where the schema has the column
         "n_tokens": item.n_tokens,
+        "warnings": list(item.doc.warnings),
     }
     if keep_text:
         row["text"] = item.doc.text

@@ -6,6 +6,7 @@ reader is checked against what was written plus what failed: no document disappe
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import io
@@ -86,6 +87,17 @@ def split_writable(
     return good, bad
 
 
+def mark_duplicate_ids(items: list[Annotated]) -> list[Annotated]:
+    """Rows of one shard that share an id: each stays (every input record is one row, told apart by its
+    offset) and each gets the ``duplicate_id`` warning: none of them is more the original than another."""
+    counts = collections.Counter(item.doc.id for item in items)
+    duplicate = [counts[item.doc.id] > 1 for item in items]
+    return [
+        dataclasses.replace(item, doc=item.doc.with_warnings("duplicate_id")) if dup else item
+        for item, dup in zip(items, duplicate, strict=True)
+    ]
+
+
 class WriteShardFn(beam.DoFn):
     """(shard, {docs, failed, counts}) -> the shard's Parquet file and dead-letter file, and its stats."""
 
@@ -100,6 +112,7 @@ class WriteShardFn(beam.DoFn):
         source, grouped = element
         s = self._settings
         items = sorted(grouped["docs"], key=lambda a: (a.doc.offset, a.doc.char_offset, a.doc.id))
+        items = mark_duplicate_ids(items)
         rows, write_failures = split_writable(items, s.schema, s.keep_text)
         failures = sorted(
             [*grouped["failed"], *write_failures], key=lambda f: (f.offset, f.stage, f.id or "")
@@ -129,6 +142,15 @@ class WriteShardFn(beam.DoFn):
         for failure in failures:
             by_stage[failure.stage] = by_stage.get(failure.stage, 0) + 1
         yield ShardStats(1, read, len(rows), len(failures), tokens, by_stage)
+
+
+# Module-level (not lambdas) so the graph pickles them by name: workers run their installed copy.
+def _by_shard_of_doc(item: Annotated) -> tuple[str, Annotated]:
+    return item.doc.source, item
+
+
+def _by_shard(failure: Failure) -> tuple[str, Failure]:
+    return failure.source, failure
 
 
 def _remove_if_present(uri: str, storage_options: Mapping[str, Any]) -> None:
@@ -184,8 +206,8 @@ class WriteEnrichedParquet(beam.PTransform):
         s = self._settings
         return (
             {
-                "docs": inputs["docs"] | "KeyDocs" >> beam.Map(lambda a: (a.doc.source, a)),
-                "failed": inputs["failed"] | "KeyFailures" >> beam.Map(lambda f: (f.source, f)),
+                "docs": inputs["docs"] | "KeyDocs" >> beam.Map(_by_shard_of_doc),
+                "failed": inputs["failed"] | "KeyFailures" >> beam.Map(_by_shard),
                 "counts": inputs["counts"],
             }
             | "GroupByShard" >> beam.CoGroupByKey()

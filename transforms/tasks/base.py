@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
 from transforms import models
@@ -44,7 +45,7 @@ class Runtime:
     device: str = "auto"
     precision: str = "auto"
     torch_threads: int | None = None
-    worker_processes: int = 1  # processes sharing this machine's cores
+    worker_processes: int = 1  # processes sharing this machine's cores; 0: one process per core
 
     def resolve_device(self) -> str:
         import torch
@@ -56,8 +57,10 @@ class Runtime:
     def threads(self) -> int:
         if self.torch_threads:
             return self.torch_threads
+        if self.worker_processes == 0:
+            return 1
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return max(1, cores // max(1, self.worker_processes))
+        return max(1, cores // self.worker_processes)
 
 
 @dataclasses.dataclass
@@ -71,6 +74,7 @@ class Loaded:
     tokenizer: Any
     id2label: dict[int, str]
     problem_type: str | None
+    threads: int = 1  # torch intra-op threads for every thread that runs this model
 
 
 class TaskHandler(ModelHandler):
@@ -109,8 +113,9 @@ class TaskHandler(ModelHandler):
         import torch
         import transformers
 
-        torch.set_num_threads(self.runtime.threads())
-        path = models.local_dir(self.settings.ref)
+        threads = self.runtime.threads()
+        torch.set_num_threads(threads)
+        path = models.worker_dir(self.settings.ref)
         tokenizer = models.load_tokenizer(path)
         model = models.load_model(path, getattr(transformers, self.auto_class_name), self.settings.ref)
         device = self.runtime.resolve_device()
@@ -133,11 +138,14 @@ class TaskHandler(ModelHandler):
             tokenizer=tokenizer,
             id2label={int(k): v for k, v in model.config.id2label.items()},
             problem_type=getattr(model.config, "problem_type", None),
+            threads=threads,
         )
 
     def run_inference(
         self, batch: Batch, model: Loaded, inference_args: dict | None = None
     ) -> Iterable[Batch]:
+        _use_threads(model.threads)
+        Metrics.distribution(self.get_metrics_namespace(), "torch_threads").update(_torch_threads())
         previous = [_first_failure(batch, i) for i in range(len(batch))]
         todo = [i for i, f in enumerate(previous) if f is None]
         results: list[Any] = list(previous)
@@ -305,6 +313,21 @@ def _first_failure(batch: Batch, i: int) -> Failure | None:
         if isinstance(values[i], Failure):
             return values[i]
     return None
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _use_threads(threads: int) -> None:
+    """torch keeps its thread count per OS thread (OpenMP): a runner thread that ran torch work before this
+    model loaded keeps the count it had then. Set it in the thread that runs the model."""
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def _release_accelerator_memory(model: Loaded) -> None:

@@ -1,0 +1,111 @@
+"""What changes when the pipeline leaves the launching machine: which paths its workers can reach, how a
+dry run or a detached run ends, and what the workers report back (model loads, torch threads) through Beam
+metrics, which every runner collects."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOptions, TestOptions
+
+from pipeline.config import Config, ConfigError
+from pipeline.options import runner_name
+from transforms import storage
+from transforms.models import ModelRef
+
+log = logging.getLogger(__name__)
+
+# Runners whose workers are other machines, which never see the launcher's disk.
+REMOTE_RUNNERS = ("DataflowRunner",)
+# flink_master values for which Beam starts Flink on the launching machine itself.
+LOCAL_FLINK = ("[auto]", "[local]")
+# The distribution RunInference updates once per model load, in the handler's metrics namespace.
+LOAD_METRIC = "load_model_latency_milli_secs"
+THREADS_METRIC = "torch_threads"
+
+
+def is_dry_run(options: PipelineOptions) -> bool:
+    """Whether the job is only to be built; only the DataflowRunner knows how (others would run it)."""
+    if not options.view_as(TestOptions).dry_run:
+        return False
+    if runner_name(options) not in REMOTE_RUNNERS:
+        raise ConfigError(
+            f"--dry_run: {runner_name(options)} would run the job anyway; a dry run needs the DataflowRunner"
+        )
+    return True
+
+
+def check_paths(cfg: Config, options: PipelineOptions) -> None:
+    """Refuses local input and output paths for runners whose workers cannot see this machine's disk, and
+    warns about local model directories there: those must exist at the same path in the worker image.
+    On a Flink cluster, warns that local paths must be mounted at the same path on every TaskManager."""
+    runner = runner_name(options)
+    local = [f"input.paths: {p}" for p in cfg.input.paths if storage.is_local(p)]
+    if storage.is_local(cfg.output.path):
+        local.append(f"output.path: {cfg.output.path}")
+    local += [f"tasks.{n}.model: {s.model}" for n, s in cfg.tasks.items() if ModelRef(s.model).is_local]
+    if runner == "FlinkRunner" and options.view_as(FlinkRunnerOptions).flink_master not in LOCAL_FLINK:
+        if local:
+            log.warning(
+                "Flink TaskManagers read local paths from their own disks: %s must be mounted at the same "
+                "path on every TaskManager (or use s3:// or gs://)",
+                "; ".join(local),
+            )
+        return
+    if runner not in REMOTE_RUNNERS:
+        return
+    local = [entry for entry in local if not entry.startswith("tasks.")]
+    if local:
+        message = (
+            f"{runner} workers cannot read or write this machine's disk ({'; '.join(local)}); "
+            "use gs:// (or another object store) paths"
+        )
+        if not is_dry_run(options):
+            raise ConfigError(message)
+        log.warning("dry run: %s", message)
+    for name, settings in cfg.tasks.items():
+        if ModelRef(settings.model).is_local:
+            log.warning(
+                "tasks.%s.model: %s is a local directory: every %s worker loads it from that same path, so "
+                "it must be baked into the worker image there; otherwise put the model in gs://",
+                name,
+                settings.model,
+                runner,
+            )
+
+
+def job_name(result: Any) -> str:
+    """The runner's id for a submitted job, when it has one."""
+    for attr in ("job_id", "_job_id"):
+        value = getattr(result, attr, None)
+        value = value() if callable(value) else value
+        if value:
+            return str(value)
+    return "the job"
+
+
+def worker_report(result: Any) -> dict[str, dict[str, int]]:
+    """Per task, from the run's metrics: how many times workers loaded its model (once per worker process)
+    and the fewest and most torch threads a worker ran it with. Empty when the runner reports no metrics."""
+    try:
+        found = result.metrics().query(MetricsFilter())["distributions"]
+    except Exception as exc:  # not every runner (or job state) can answer a metrics query
+        log.debug("no worker metrics: %s", exc)
+        return {}
+    report: dict[str, dict[str, int]] = {}
+    for metric in found:
+        namespace, name = metric.key.metric.namespace, metric.key.metric.name
+        if not namespace.startswith("distilbeam.") or name not in (LOAD_METRIC, THREADS_METRIC):
+            continue
+        value = metric.result
+        if value is None or not value.count:
+            continue
+        task = report.setdefault(namespace.removeprefix("distilbeam."), {})
+        if name == LOAD_METRIC:
+            task["model_loads"] = task.get("model_loads", 0) + value.count
+        else:
+            task["min_threads"] = min(task.get("min_threads", value.min), value.min)
+            task["max_threads"] = max(task.get("max_threads", value.max), value.max)
+    return report
