@@ -35,6 +35,9 @@ class InputConfig:
     text_field: str = "text"
     # Longer documents go to the dead letter instead of into a worker's memory and the tokenizer.
     max_chars: int = 1_000_000
+    # dead-letter: a longer document is a dead-letter row; split: it is annotated in parts of at most
+    # max_chars characters, output rows <id>#0, <id>#1, ... with a char_offset column.
+    long_documents: Literal["dead-letter", "split"] = "dead-letter"
     # Passed to the fsspec filesystem of every input path (endpoint, profile, anonymous access...).
     storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 

@@ -44,8 +44,10 @@ def prepare(cfg: Config, worker_processes: int = 1) -> Plan:
     groups: dict[str, list[TaskHandler]] = {}
     refs: dict[str, models.ModelRef] = {}
     identities = {}
+    types = {}
     for name, settings in cfg.tasks.items():
         handler, tokenizer_id, identity = resolve_task(name, settings, runtime, cfg.batching.max_tokens)
+        types[name] = handler.arrow_type()
         groups.setdefault(tokenizer_id, []).append(handler)
         refs.setdefault(tokenizer_id, handler.settings.ref)
         identities[name] = identity
@@ -62,8 +64,7 @@ def prepare(cfg: Config, worker_processes: int = 1) -> Plan:
         "distilbeam.annotation_sha256": facts["annotation_sha256"],
         "distilbeam.tasks": json.dumps(identities, sort_keys=True),
     }
-    types = {name: TASK_KINDS[s.kind].Handler.arrow_type(s) for name, s in cfg.tasks.items()}
-    schema = output_schema(types, cfg.output.keep_text, metadata)
+    schema = output_schema(types, cfg.output.keep_text, metadata, split=cfg.input.long_documents == "split")
     return Plan(cfg, shards, task_groups, schema, facts, started)
 
 
@@ -84,7 +85,7 @@ def annotation_sha256(cfg: Config, identities: dict[str, Any]) -> str:
 
 def read_settings(cfg: Config) -> ReadSettings:
     i = cfg.input
-    return ReadSettings(i.format, i.id_field, i.text_field, i.max_chars, i.storage_options)
+    return ReadSettings(i.format, i.id_field, i.text_field, i.max_chars, i.storage_options, i.long_documents)
 
 
 def worker_settings(settings: Any, path: Path) -> Any:
@@ -118,6 +119,10 @@ def resolve_task(
             f"tasks.{name}.max_length: {max_length} tokens leave no room for text beside the model's "
             f"{max_length - handler.body} special tokens"
         )
+    try:
+        handler.resolve_model(tokenizer, config)
+    except SetupError as exc:
+        raise ConfigError(f"tasks.{name}: {exc}") from None
     problem = handler.settings_problem()
     if problem:
         raise ConfigError(f"tasks.{name}.{problem}")
@@ -127,8 +132,9 @@ def resolve_task(
         "revision": settings.revision,
         "weights_sha256": models.weights_sha256(weights),
         "max_length": max_length,
-        "labels": [config["id2label"][k] for k in sorted(config["id2label"], key=int)],
     }
+    if kind.Handler.labelled:
+        identity["labels"] = [config["id2label"][k] for k in sorted(config["id2label"], key=int)]
     if config.get(RANDOM_WEIGHTS_KEY):
         identity["random_weights"] = True
     return handler, models.tokenizer_identity(tokenizer), identity

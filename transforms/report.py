@@ -94,12 +94,12 @@ def profile_shard(
             if isinstance(result, Mapping) and "label" in result:
                 counts = labels.setdefault(task, {})
                 counts[str(result["label"])] = counts.get(str(result["label"]), 0) + 1
-            elif isinstance(result, list):
-                counts = entities.setdefault(task, {})
-                mentions = top.setdefault(task, {})
+            elif isinstance(result, list):  # spans with a label and text; other lists (vectors, answers) pass
                 for span in result:
-                    if not (isinstance(span, Mapping) and "label" in span):
+                    if not (isinstance(span, Mapping) and "label" in span and "text" in span):
                         continue
+                    counts = entities.setdefault(task, {})
+                    mentions = top.setdefault(task, {})
                     label = str(span["label"])
                     counts[label] = counts.get(label, 0) + 1
                     text = " ".join(str(span.get("text", "")).split())
@@ -318,9 +318,6 @@ def render_markdown(s: Mapping[str, Any]) -> str:
         lines += ["", f"## {task}: labels", "", "| label | documents | share |", "|---|---:|---:|"]
         lines += [f"| {_md(label)} | {n:,} | {_pct(n, total)} |" for label, n in _sorted_counts(counts)]
     for task, counts in profile.entities.items():
-        if not counts:
-            lines += ["", f"## {task}: entities by label", "", "No entities found in this run."]
-            continue
         lines += ["", f"## {task}: entities by label", "", "| label | mentions |", "|---|---:|"]
         lines += [f"| {_md(label)} | {n:,} |" for label, n in _sorted_counts(counts)]
         top = top_entities(profile, task)
@@ -542,8 +539,6 @@ def render_html(s: Mapping[str, Any]) -> str:
             f"{svg_histogram(_length_rows(profile))}</figure>"
         )
     for i, (task, counts) in enumerate(profile.entities.items()):
-        if not counts:
-            continue
         charts.append(
             f"<figure><figcaption>{_e(task)}: entities by label (mentions)</figcaption>"
             f"{svg_bars(_sorted_counts(counts), colour=_COLOURS[(i + 1) % len(_COLOURS)])}</figure>"

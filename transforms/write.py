@@ -115,7 +115,8 @@ class WriteShardFn(beam.DoFn):
     def process(self, element: tuple[str, Mapping[str, Iterable[Any]]]) -> Iterator[ShardStats]:
         source, grouped = element
         s = self._settings
-        items = mark_duplicate_ids(sorted(grouped["docs"], key=lambda a: (a.doc.offset, a.doc.id)))
+        items = sorted(grouped["docs"], key=lambda a: (a.doc.offset, a.doc.char_offset, a.doc.id))
+        items = mark_duplicate_ids(items)
         rows, write_failures = split_writable(items, s.schema, s.keep_text)
         failures = sorted(
             [*grouped["failed"], *write_failures], key=lambda f: (f.offset, f.stage, f.id or "")

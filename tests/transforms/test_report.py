@@ -183,3 +183,20 @@ def test_nice_ticks_cover_the_peak():
     for peak in (0.3, 1, 7, 20, 99, 1234.5):
         top, ticks = report._nice_ticks(peak)
         assert top >= peak and ticks[0] == 0 and ticks[-1] == top and len(ticks) <= 6
+
+
+def test_results_of_other_shapes_are_left_out():
+    rows = [
+        {
+            "n_tokens": 4,
+            "vector": [0.1, 0.2, 0.3],
+            "answers": [{"question": "who?", "answer": "Bob", "start": 0, "end": 3, "score": 0.9}],
+            "entities": [],
+        }
+    ]
+    p = report.profile_shard(rows, [], ["vector", "answers", "entities"])
+    assert (p.labels, p.entities, p.top_entities) == ({}, {}, {})
+    assert (
+        "entities" not in report.render_markdown(summary(p))
+        and report.render_html(summary(p)).count("<svg") == 2
+    )
