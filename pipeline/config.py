@@ -4,6 +4,7 @@ before any pipeline is built. Unknown keys and wrong types fail with the key's f
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
 import os
@@ -34,6 +35,9 @@ class InputConfig:
     text_field: str = "text"
     # Longer documents go to the dead letter instead of into a worker's memory and the tokenizer.
     max_chars: int = 1_000_000
+    # dead-letter: a longer document is a dead-letter row; split: it is annotated in parts of at most
+    # max_chars characters, output rows <id>#0, <id>#1, ... with a char_offset column.
+    long_documents: Literal["dead-letter", "split"] = "dead-letter"
     # Passed to the fsspec filesystem of every input path (endpoint, profile, anonymous access...).
     storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -60,6 +64,16 @@ class OutputConfig:
     compression: Literal["zstd", "snappy", "gzip", "brotli", "lz4", "none"] = "zstd"
     keep_text: bool = False
     storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    # overwrite: one run fills an empty output.path (--force replaces earlier outputs). incremental: the
+    # output remembers what it holds; a run annotates only new or changed shards (all of them when the
+    # annotation settings change) and resumes after a crash. Scheduled runs want incremental.
+    mode: Literal["overwrite", "incremental"] = "overwrite"
+    # run_date: each run's files go under run_date=YYYY-MM-DD/ (and _errors/run_date=YYYY-MM-DD/).
+    partition_by: Literal["run_date"] | None = None
+    # The run's date, YYYY-MM-DD (a scheduler's logical date, for backfills); null is today in UTC.
+    run_date: str | None = None
+    # Exit status 3 when dead-letter rows exceed this share of the output's documents; null: never.
+    max_failed_fraction: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +106,8 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
         raise ConfigError(f"config file {path} does not exist") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
+    except ValueError as exc:  # a date-like value that is no date, such as 2026-13-01
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     for override in overrides:
@@ -120,6 +136,8 @@ def apply_override(data: dict, override: str) -> None:
         # broken list or mapping is a mistake worth reporting.
         if raw.lstrip().startswith(("[", "{")):
             raise ConfigError(f"--set {key}: value is not valid YAML: {_yaml_problem(exc)}") from None
+        value = raw
+    except ValueError:  # date-like but no date, such as 2026-13-01: the key's own check names it
         value = raw
     parts = key.strip().split(".")
     node = data
@@ -151,6 +169,7 @@ def from_dict(data: Mapping[str, Any]) -> Config:
             message = f"must be a positive integer or null, got {task.max_length}"
             raise ConfigError(f"tasks.{name}.max_length: {message}")
     check_output_outside_inputs(cfg.input.paths, cfg.output.path)
+    _check_run_keys(cfg.output)
     return cfg
 
 
@@ -176,6 +195,19 @@ def _normalized(path: str) -> str:
     if "://" not in path or path.startswith("file://"):
         return os.path.abspath(os.path.expanduser(path.removeprefix("file://")))
     return path
+
+
+def _check_run_keys(output: OutputConfig) -> None:
+    fraction = output.max_failed_fraction
+    if fraction is not None and not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"output.max_failed_fraction: expected a number from 0 to 1, got {fraction}")
+    if output.run_date is not None:
+        try:
+            parsed = datetime.date.fromisoformat(output.run_date)
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.isoformat() != output.run_date:
+            raise ConfigError(f"output.run_date: expected a date as YYYY-MM-DD, got {output.run_date!r}")
 
 
 def _tasks(value: Any, path: str) -> dict[str, TaskSettings]:
@@ -259,6 +291,8 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         return float(value)
     if hint is str:
+        if isinstance(value, datetime.date):  # YAML reads an unquoted 2026-01-31 as a date
+            value = value.isoformat()
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{path}: expected a non-empty string, got {value!r}")
         return value

@@ -73,13 +73,15 @@ def build_model(
     problem_type: str | None = None,
 ) -> Path:
     """A DistilBERT model with random weights and the tokenizer from ``tokenizer_dir``, saved to ``out``.
-    ``head`` is ``sequence`` or ``token``."""
+    ``head`` is ``sequence``, ``token``, ``qa`` (question answering) or ``encoder`` (no head)."""
     import torch
     from transformers import (
         AutoTokenizer,
         DistilBertConfig,
+        DistilBertForQuestionAnswering,
         DistilBertForSequenceClassification,
         DistilBertForTokenClassification,
+        DistilBertModel,
     )
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=False)
@@ -90,15 +92,24 @@ def build_model(
         n_heads=heads,
         hidden_dim=hidden,
         max_position_embeddings=512,
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
         pad_token_id=tokenizer.pad_token_id,
+        # labels name a classifier's outputs; question answering and plain encoders have none to name
+        **(
+            {"id2label": dict(enumerate(labels)), "label2id": {x: i for i, x in enumerate(labels)}}
+            if labels
+            else {}
+        ),
     )
     if problem_type:
         config.problem_type = problem_type
     setattr(config, RANDOM_WEIGHTS_KEY, True)
     torch.manual_seed(seed)
-    cls = DistilBertForSequenceClassification if head == "sequence" else DistilBertForTokenClassification
+    cls = {
+        "sequence": DistilBertForSequenceClassification,
+        "token": DistilBertForTokenClassification,
+        "qa": DistilBertForQuestionAnswering,
+        "encoder": DistilBertModel,
+    }[head]
     model = cls(config).eval()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))  # safetensors
@@ -107,11 +118,14 @@ def build_model(
 
 
 def write_demo_models(root: Path) -> dict[str, Path]:
-    """The two models `configs/offline-demo.yaml` uses: ``root/classifier`` and ``root/ner``."""
+    """The models the offline configs use: ``root/classifier`` and ``root/ner`` (`offline-demo.yaml`),
+    ``root/qa`` and ``root/encoder`` too (`all-tasks.yaml`)."""
     root.mkdir(parents=True, exist_ok=True)
     tokenizer_dir = root / "tokenizer"
     build_tokenizer(tokenizer_dir, corpus())
     return {
         "classifier": build_model(root / "classifier", "sequence", SENTIMENT_LABELS, tokenizer_dir, seed=1),
         "ner": build_model(root / "ner", "token", NER_LABELS, tokenizer_dir, seed=2),
+        "qa": build_model(root / "qa", "qa", (), tokenizer_dir, seed=6),
+        "encoder": build_model(root / "encoder", "encoder", (), tokenizer_dir, seed=7),
     }

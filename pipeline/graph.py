@@ -9,6 +9,7 @@ import apache_beam as beam
 from pipeline.plan import Plan, read_settings
 from transforms import storage
 from transforms.annotate import AnnotateDocuments
+from transforms.progress import TrackProgressFn
 from transforms.read import ReadShards
 from transforms.write import WriteEnrichedParquet, WriteSettings
 
@@ -27,10 +28,18 @@ def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
         cfg.output.keep_text,
         cfg.output.compression,
         cfg.output.storage_options,
+        run=plan.run,
+        tasks=tuple(cfg.tasks),
     )
-    return {"docs": annotated["annotated"], "failed": failed, "counts": read.counts} | (
-        "WriteEnrichedParquet" >> WriteEnrichedParquet(write, plan.facts, plan.started)
-    )
+    outputs = {"docs": annotated["annotated"], "failed": failed, "counts": read.counts}
+    if plan.run is not None:  # finished documents per second for the report, and the local progress line
+        sizes = {uri: shard.size for uri, shard in plan.run.shards.items()}
+        outputs["timeline"] = (
+            (annotated["annotated"], failed, read.counts)
+            | "Finished" >> beam.Flatten()
+            | "TrackProgress" >> beam.ParDo(TrackProgressFn(plan.run.progress_dir, sizes))
+        )
+    return outputs | "WriteEnrichedParquet" >> WriteEnrichedParquet(write, plan.facts, plan.started)
 
 
 def worker_path(path: str) -> str:

@@ -5,6 +5,7 @@ groups, and the output schema. A mistake here ends the run before any worker sta
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from transforms import SetupError, models
 from transforms.annotate import TaskGroup
 from transforms.read import ReadSettings, Shard, find_shards
 from transforms.schema import output_schema
+from transforms.state import RunSettings
 from transforms.tasks import TASK_KINDS, Runtime, TaskHandler
 from transforms.tasks.base import resolve_max_length
 
@@ -32,6 +34,7 @@ class Plan:
     schema: pa.Schema
     facts: dict[str, Any]  # identity of the run: version, config hash, models; in the summary and metadata
     started: float
+    run: RunSettings | None = None  # set by pipeline/runs.py: the shards chosen and how they are committed
 
 
 def prepare(cfg: Config, worker_processes: int = 1) -> Plan:
@@ -41,8 +44,10 @@ def prepare(cfg: Config, worker_processes: int = 1) -> Plan:
     groups: dict[str, list[TaskHandler]] = {}
     refs: dict[str, models.ModelRef] = {}
     identities = {}
+    types = {}
     for name, settings in cfg.tasks.items():
         handler, tokenizer_id, identity = resolve_task(name, settings, runtime, cfg.batching.max_tokens)
+        types[name] = handler.arrow_type()
         groups.setdefault(tokenizer_id, []).append(handler)
         refs.setdefault(tokenizer_id, handler.settings.ref)
         identities[name] = identity
@@ -50,21 +55,37 @@ def prepare(cfg: Config, worker_processes: int = 1) -> Plan:
     facts = {
         "version": __version__,
         "config_sha256": cfg.sha256(),
+        "annotation_sha256": annotation_sha256(cfg, identities),
         "tasks": identities,
     }
     metadata = {
         "distilbeam.version": __version__,
         "distilbeam.config_sha256": facts["config_sha256"],
+        "distilbeam.annotation_sha256": facts["annotation_sha256"],
         "distilbeam.tasks": json.dumps(identities, sort_keys=True),
     }
-    types = {name: TASK_KINDS[s.kind].Handler.arrow_type(s) for name, s in cfg.tasks.items()}
-    schema = output_schema(types, cfg.output.keep_text, metadata)
+    schema = output_schema(types, cfg.output.keep_text, metadata, split=cfg.input.long_documents == "split")
     return Plan(cfg, shards, task_groups, schema, facts, started)
+
+
+def annotation_sha256(cfg: Config, identities: dict[str, Any]) -> str:
+    """Identity of what shapes a shard's rows: how records are read, each task's settings and resolved model
+    (weights hash, window, labels), and whether text is kept. Not where inputs and outputs live, nor
+    batching or runtime, which change how fast rows are made rather than what they hold. An incremental
+    run annotates every shard again when this changes."""
+    facts = {
+        "input": {k: v for k, v in cfg.to_dict()["input"].items() if k not in ("paths", "storage_options")},
+        "tasks": {
+            name: {**cfg.to_dict()["tasks"][name], **identity} for name, identity in identities.items()
+        },
+        "keep_text": cfg.output.keep_text,
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
 def read_settings(cfg: Config) -> ReadSettings:
     i = cfg.input
-    return ReadSettings(i.format, i.id_field, i.text_field, i.max_chars, i.storage_options)
+    return ReadSettings(i.format, i.id_field, i.text_field, i.max_chars, i.storage_options, i.long_documents)
 
 
 def worker_settings(settings: Any, path: Path) -> Any:
@@ -98,6 +119,10 @@ def resolve_task(
             f"tasks.{name}.max_length: {max_length} tokens leave no room for text beside the model's "
             f"{max_length - handler.body} special tokens"
         )
+    try:
+        handler.resolve_model(tokenizer, config)
+    except SetupError as exc:
+        raise ConfigError(f"tasks.{name}: {exc}") from None
     problem = handler.settings_problem()
     if problem:
         raise ConfigError(f"tasks.{name}.{problem}")
@@ -107,8 +132,9 @@ def resolve_task(
         "revision": settings.revision,
         "weights_sha256": models.weights_sha256(weights),
         "max_length": max_length,
-        "labels": [config["id2label"][k] for k in sorted(config["id2label"], key=int)],
     }
+    if kind.Handler.labelled:
+        identity["labels"] = [config["id2label"][k] for k in sorted(config["id2label"], key=int)]
     if config.get(RANDOM_WEIGHTS_KEY):
         identity["random_weights"] = True
     return handler, models.tokenizer_identity(tokenizer), identity

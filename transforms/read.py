@@ -4,6 +4,7 @@ dead-letter row; a shard that breaks part-way keeps what was read and dead-lette
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import hashlib
 import io
@@ -13,7 +14,8 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any
 
 import apache_beam as beam
@@ -30,6 +32,9 @@ FORMATS |= {".parquet": "parquet", ".pq": "parquet"}
 BOM = b"\xef\xbb\xbf"
 PARQUET_BATCH_ROWS = 2048
 MAX_ID_BYTES = 1024  # longer ids are refused: an id is a key, and dead-letter rows stay small
+# With long_documents: split, a JSON line is still parsed whole: one longer than this is dead-lettered.
+SPLIT_JSON_BYTES = 256 << 20
+LONG_LINE_CHUNK = 256 << 10  # bytes read at a time from a text line over the byte limit, when splitting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +44,12 @@ class ReadSettings:
     text_field: str
     max_chars: int
     storage_options: Mapping[str, Any] = dataclasses.field(repr=False)  # may hold credentials
+    # dead-letter: a document over max_chars is a dead-letter row; split: it is annotated in parts.
+    long_documents: str = "dead-letter"
+
+    @property
+    def split(self) -> bool:
+        return self.long_documents == "split"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +129,10 @@ def read_shard(shard: Shard, settings: ReadSettings) -> Iterator[Document | Fail
             message = f"the content of {name} is {wrong[0]}, not {shard.format} text: {wrong[1]}"
             yield Failure.of("decode", "WrongFormat", message, source=shard.uri, offset=0, raw=head[:64])
             return
-        lines = _lines(stream, max_bytes=4 * settings.max_chars)
+        max_bytes = 4 * settings.max_chars
+        if settings.split and shard.format == "jsonl":
+            max_bytes = max(max_bytes, SPLIT_JSON_BYTES)
+        lines = _lines(stream, max_bytes, keep_long=settings.split and shard.format == "text")
         while True:
             try:
                 line = next(lines)
@@ -129,16 +143,23 @@ def read_shard(shard: Shard, settings: ReadSettings) -> Iterator[Document | Fail
                 message = _unreadable(shard.uri, offset, exc)
                 yield Failure.of("decode", exc, message, source=shard.uri, offset=offset)
                 return
-            if isinstance(line, Skipped):
+            if isinstance(line, LongLine):
+                yield from _long_line_parts(line, shard.uri, offset, settings)
+            elif isinstance(line, Skipped):
                 message = (
                     f"line longer than {line.limit} bytes (4 x input.max_chars); skipped unread, raise "
-                    "input.max_chars to read it" + _cr_hint(line.head)
+                    "input.max_chars to read it, or set input.long_documents: split" + _cr_hint(line.head)
                 )
+                if settings.split:
+                    message = (
+                        f"JSON line longer than {line.limit} bytes; a JSON line is parsed whole, so it is "
+                        "not split; skipped unread" + _cr_hint(line.head)
+                    )
                 yield Failure.of("read", "TooLong", message, source=shard.uri, offset=offset, raw=line.head)
             else:
                 if offset == 0 or shard.format == "jsonl":
                     line = line.removeprefix(BOM)  # a byte-order mark, not text
-                yield _guarded(parse, line, shard.uri, offset, settings)
+                yield from split_document(_guarded(parse, line, shard.uri, offset, settings), settings)
             offset += 1
 
 
@@ -211,13 +232,50 @@ class Skipped:
     limit: int
 
 
-def _lines(stream: IO[bytes], max_bytes: int) -> Iterator[bytes | Skipped]:
+class LongLine:
+    """A text line over the byte limit, read on in chunks (never whole) by the one who takes it."""
+
+    def __init__(self, head: bytes, stream: IO[bytes]):
+        self._head: bytes | None = head
+        self._stream: IO[bytes] | None = stream
+
+    def chunks(self) -> Iterator[bytes]:
+        """The rest of the line, in chunks, without its line ending; each chunk is read when asked for."""
+        held = b""
+        while True:
+            if self._head is not None:
+                chunk, self._head = self._head, None
+            else:
+                chunk = self._stream.readline(LONG_LINE_CHUNK) if self._stream else b""
+            last = not chunk or chunk.endswith(b"\n")
+            chunk = held + chunk.removesuffix(b"\n")
+            if last:
+                self._stream = None
+                yield chunk.removesuffix(b"\r")
+                return
+            chunk, held = (chunk[:-1], b"\r") if chunk.endswith(b"\r") else (chunk, b"")
+            yield chunk
+
+    def skip(self) -> None:
+        for _ in self.chunks():
+            pass
+
+
+def _lines(
+    stream: IO[bytes], max_bytes: int, keep_long: bool = False
+) -> Iterator[bytes | Skipped | LongLine]:
     """Lines without their line ending (LF or CRLF; a lone CR is not a line break); a line over
-    ``max_bytes`` is skipped unread, never held in memory whole."""
+    ``max_bytes`` is skipped unread, never held in memory whole, or with ``keep_long`` handed over as a
+    LongLine to be read on in chunks."""
     while True:
         line = stream.readline(max_bytes + 1)
         if not line:
             return
+        if len(line) > max_bytes and not line.endswith(b"\n") and keep_long:
+            long_line = LongLine(line, stream)
+            yield long_line
+            long_line.skip()  # whatever the taker left of it
+            continue
         if len(line) > max_bytes and not line.endswith(b"\n"):
             head = line[: RAW_LIMIT + 2]
             while line and not line.endswith(b"\n"):
@@ -261,7 +319,7 @@ def _document(id_: str, source: str, offset: int, text: str, warnings: tuple[str
 
 
 def _too_long(doc: Document, settings: ReadSettings, raw: bytes) -> Document | Failure:
-    if len(doc.text) <= settings.max_chars:
+    if len(doc.text) <= settings.max_chars or settings.split:
         return doc
     message = f"document has {len(doc.text)} characters, over input.max_chars ({settings.max_chars})"
     return Failure.of("read", "TooLong", message, source=doc.source, offset=doc.offset, id=doc.id, raw=raw)
@@ -385,10 +443,11 @@ def _read_parquet(uri: str, settings: ReadSettings) -> Iterator[Document | Failu
                     text = texts[i] if texts is not None else None
                     raw_id = ids[i] if ids is not None else None
                     try:
-                        yield _parquet_record(uri, offset, text, raw_id, problem, settings)
+                        record = _parquet_record(uri, offset, text, raw_id, problem, settings)
                     except Exception as exc:  # this row only, as for text and JSON lines
                         message = f"cannot read record: {type(exc).__name__}: {exc}"
-                        yield Failure.of("parse", exc, message, source=uri, offset=offset, raw=repr(text))
+                        record = Failure.of("parse", exc, message, source=uri, offset=offset, raw=repr(text))
+                    yield from split_document(record, settings)
                     offset += 1
         except Exception as exc:
             _raise_if_store_failed(exc)
@@ -463,6 +522,72 @@ def _parquet_record(
         return Failure.of("parse", "BadRecord", message, source=uri, offset=offset, id=id_)
     decoded, warnings = _decode(text)
     return _too_long(_document(id_, uri, offset, decoded, warnings), settings, text)
+
+
+def split_document(record: Document | Failure, settings: ReadSettings) -> Iterator[Document | Failure]:
+    """The record, or with ``long_documents: split`` a document over ``max_chars`` in its parts."""
+    if isinstance(record, Failure) or len(record.text) <= settings.max_chars or not settings.split:
+        yield record
+        return
+    replaced = [w for w in record.warnings if w in ("invalid_utf8", "lone_surrogate")]
+    for k, (start, text) in enumerate(split_text([record.text], settings.max_chars)):
+        warnings = tuple(replaced) if "\ufffd" in text else ()
+        yield _part(record.id, k, record.source, record.offset, start, text, warnings)
+
+
+def _long_line_parts(line: LongLine, source: str, offset: int, settings: ReadSettings) -> Iterator[Document]:
+    """The parts of a text line too long to hold, cut as it streams in."""
+    decoded = _decoded(line.chunks(), strip_bom=offset == 0)
+    for k, (start, text) in enumerate(split_text(decoded, settings.max_chars)):
+        warnings = ("invalid_utf8",) if "\ufffd" in text and _replacements.count else ()
+        yield _part(derived_id(source, offset), k, source, offset, start, text, warnings)
+
+
+def _part(
+    id_: str, k: int, source: str, offset: int, start: int, text: str, warnings: tuple[str, ...]
+) -> Document:
+    """Part k of record ``id_`` is document ``<id_>#k``; ``char_offset`` places it in the record's text."""
+    return dataclasses.replace(_document(f"{id_}#{k}", source, offset, text, warnings), char_offset=start)
+
+
+def split_text(chunks: Iterable[str], max_chars: int) -> Iterator[tuple[int, str]]:
+    """Consecutive parts of at most ``max_chars`` characters of the text the chunks make up, each with the
+    position of its first character. A part ends after the last whitespace in its second half, when there
+    is one, so that words stay whole. Holds at most one part and one chunk at a time."""
+    buffer, start = "", 0
+    for chunk in chunks:
+        buffer += chunk
+        while len(buffer) > max_chars:
+            cut = _cut(buffer, max_chars)
+            yield start, buffer[:cut]
+            start, buffer = start + cut, buffer[cut:]
+    if buffer or not start:
+        yield start, buffer
+
+
+def _cut(text: str, max_chars: int) -> int:
+    space = max(text.rfind(c, max_chars // 2, max_chars) for c in " \t\n\r\u3000")
+    return space + 1 if space >= 0 else max_chars
+
+
+_replacements = threading.local()  # invalid byte sequences the streaming decoder replaced, per thread
+
+
+def _replace_and_count(error: UnicodeDecodeError) -> tuple[str, int]:
+    _replacements.count = getattr(_replacements, "count", 0) + 1
+    return "\ufffd", error.end
+
+
+codecs.register_error("distilbeam.replace", _replace_and_count)
+
+
+def _decoded(chunks: Iterable[bytes], strip_bom: bool) -> Iterator[str]:
+    """UTF-8 text of a stream of chunks, invalid byte sequences replaced as ``_decode`` replaces them."""
+    _replacements.count = 0
+    decoder = codecs.getincrementaldecoder("utf-8")("distilbeam.replace")
+    for i, chunk in enumerate(chunks):
+        yield decoder.decode(chunk.removeprefix(BOM) if i == 0 and strip_bom else chunk)
+    yield decoder.decode(b"", final=True)
 
 
 class ReadShardFn(beam.DoFn):

@@ -37,6 +37,8 @@ class Document:
     offset: int  # line number (text, jsonl) or row index (parquet), from 0
     text: str
     warnings: tuple[str, ...] = ()  # codes from WARNINGS, in their order there
+    # Where the text starts in its record's text: 0, unless a record over input.max_chars was split.
+    char_offset: int = 0
 
     def with_warnings(self, *codes: str) -> Document:
         found = {*self.warnings, *codes}
@@ -128,9 +130,13 @@ DEAD_LETTER_SCHEMA = pa.schema(
 
 
 def output_schema(
-    task_types: Mapping[str, pa.DataType], keep_text: bool, metadata: Mapping[str, str] | None = None
+    task_types: Mapping[str, pa.DataType],
+    keep_text: bool,
+    metadata: Mapping[str, str] | None = None,
+    split: bool = False,
 ) -> pa.Schema:
-    """The enriched-document schema: fixed columns, then one column per task in config order."""
+    """The enriched-document schema: fixed columns, then one column per task in config order. With
+    ``split`` (input.long_documents: split), ``char_offset`` places each part in its record's text."""
     fields = [
         pa.field("id", pa.string(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
@@ -138,6 +144,8 @@ def output_schema(
         pa.field("n_tokens", pa.int32(), nullable=False),
         pa.field("warnings", pa.list_(pa.string()), nullable=False),
     ]
+    if split:
+        fields.insert(3, pa.field("char_offset", pa.int64(), nullable=False))
     if keep_text:
         fields.append(pa.field("text", pa.string(), nullable=False))
     fields += [pa.field(name, type_) for name, type_ in task_types.items()]
@@ -149,6 +157,7 @@ def output_row(item: Annotated, keep_text: bool) -> dict[str, Any]:
         "id": item.doc.id,
         "source": item.doc.source,
         "offset": item.doc.offset,
+        "char_offset": item.doc.char_offset,  # written only where the schema has the column
         "n_tokens": item.n_tokens,
         "warnings": list(item.doc.warnings),
     }

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from transforms import storage
+from transforms import report, state, storage
 from transforms.schema import (
     DEAD_LETTER_SCHEMA,
     Annotated,
@@ -43,6 +43,10 @@ class WriteSettings:
     keep_text: bool
     compression: str
     storage_options: Mapping[str, Any] = dataclasses.field(repr=False)  # may hold credentials
+    # Scheduled and resumable runs (see transforms/state.py): the run this write belongs to, whose
+    # manifest entries commit each shard; and the task columns the run report profiles.
+    run: state.RunSettings | None = None
+    tasks: tuple[str, ...] = ()
 
 
 def shard_file_name(source: str) -> str:
@@ -111,20 +115,23 @@ class WriteShardFn(beam.DoFn):
     def process(self, element: tuple[str, Mapping[str, Iterable[Any]]]) -> Iterator[ShardStats]:
         source, grouped = element
         s = self._settings
-        items = mark_duplicate_ids(sorted(grouped["docs"], key=lambda a: (a.doc.offset, a.doc.id)))
+        items = sorted(grouped["docs"], key=lambda a: (a.doc.offset, a.doc.char_offset, a.doc.id))
+        items = mark_duplicate_ids(items)
         rows, write_failures = split_writable(items, s.schema, s.keep_text)
         failures = sorted(
             [*grouped["failed"], *write_failures], key=lambda f: (f.offset, f.stage, f.id or "")
         )
         read = sum(grouped["counts"])
-        name = shard_file_name(source)
+        data_file, errors_file = shard_files(source, s.run.partition if s.run else "")
 
         data = parquet_bytes(rows, s.schema, s.compression)
-        storage.write_atomic(storage.join(s.path, name), lambda f: f.write(data), s.storage_options)
-        errors_uri = storage.join(s.path, ERRORS_DIR, name)
+        storage.write_atomic(state.output_uri(s.path, data_file), _halting_writer(data), s.storage_options)
+        state.crash_point("after_data")
+        errors_uri = state.output_uri(s.path, errors_file)
         if failures:
             dead = parquet_bytes([dead_letter_row(f) for f in failures], DEAD_LETTER_SCHEMA, s.compression)
             storage.write_atomic(errors_uri, lambda f: f.write(dead), s.storage_options)
+            state.crash_point("after_errors")
         else:  # a dead letter left by an earlier run of this shard would be stale
             storage.remove(errors_uri, s.storage_options)
 
@@ -140,6 +147,12 @@ class WriteShardFn(beam.DoFn):
         by_stage: dict[str, int] = {}
         for failure in failures:
             by_stage[failure.stage] = by_stage.get(failure.stage, 0) + 1
+        if s.run is not None:
+            if read == len(rows) + len(failures):  # an incomplete shard stays uncommitted: re-run redoes it
+                counts = (read, len(rows), len(failures), tokens)
+                files = (data_file, errors_file if failures else None)
+                state.commit_shard(s.path, s.run, source, files, counts, s.storage_options)
+            yield beam.pvalue.TaggedOutput("profiles", report.profile_shard(rows, failures, s.tasks))
         yield ShardStats(1, read, len(rows), len(failures), tokens, by_stage)
 
 
@@ -150,6 +163,28 @@ def _by_shard_of_doc(item: Annotated) -> tuple[str, Annotated]:
 
 def _by_shard(failure: Failure) -> tuple[str, Failure]:
     return failure.source, failure
+
+
+def shard_files(source: str, partition: str = "") -> tuple[str, str]:
+    """A shard's output and dead-letter files, relative to output.path: named from the shard alone (in
+    the run's date partition, if any), so annotating a shard again replaces its files in place."""
+    name = shard_file_name(source)
+    folder = f"{partition}/" if partition else ""
+    return f"{folder}{name}", f"{ERRORS_DIR}/{folder}{name}"
+
+
+def _halting_writer(data: bytes) -> Any:
+    """Writes ``data``; the crash-test point ``write_data`` falls half-way through, leaving a partly written
+    temporary file as a real crash would."""
+
+    def write(f: Any) -> None:
+        half = len(data) // 2
+        f.write(data[:half])
+        f.flush()
+        state.crash_point("write_data")
+        f.write(data[half:])
+
+    return write
 
 
 class WriteSummaryFn(beam.DoFn):
@@ -197,6 +232,8 @@ class WriteEnrichedParquet(beam.PTransform):
 
     def expand(self, inputs: Mapping[str, beam.PCollection]) -> beam.PCollection:
         s = self._settings
+        if s.run is not None:
+            return _expand_run(inputs, s, self._facts, self._started)
         return (
             {
                 "docs": inputs["docs"] | "KeyDocs" >> beam.Map(_by_shard_of_doc),
@@ -209,3 +246,81 @@ class WriteEnrichedParquet(beam.PTransform):
             | "WriteSummary"
             >> beam.ParDo(WriteSummaryFn(s.path, self._facts, self._started, s.storage_options))
         )
+
+
+def _expand_run(
+    inputs: Mapping[str, beam.PCollection], s: WriteSettings, facts: Mapping[str, Any], started: float
+) -> beam.PCollection:
+    """The scheduled-run path: shards committed to the manifest as they are written, per-shard profiles
+    and the per-second timeline (input ``timeline``) added up for the run report."""
+    written = (
+        {
+            "docs": inputs["docs"] | "KeyDocs" >> beam.Map(_by_shard_of_doc),
+            "failed": inputs["failed"] | "KeyFailures" >> beam.Map(_by_shard),
+            "counts": inputs["counts"],
+        }
+        | "GroupByShard" >> beam.CoGroupByKey()
+        | "WriteShards" >> beam.ParDo(WriteShardFn(s)).with_outputs("profiles", main="stats")
+    )
+    profile = written.profiles | "AddUpProfiles" >> beam.CombineGlobally(report.merge_profiles)
+    timeline = inputs["timeline"] | "AddUpTimeline" >> beam.CombineGlobally(report.merge_timelines)
+    return (
+        written.stats
+        | "AddUp" >> beam.CombineGlobally(sum, ShardStats())
+        | "WriteRunReport"
+        >> beam.ParDo(
+            WriteRunReportFn(s.path, facts, s.run, s.storage_options),
+            beam.pvalue.AsSingleton(profile),
+            beam.pvalue.AsSingleton(timeline),
+        )
+    )
+
+
+class WriteRunReportFn(beam.DoFn):
+    """Once every shard is committed: the run's summary and report under ``_state/runs/<run id>/``, and
+    the output's top-level ``_SUMMARY.json`` and ``_REPORT.*``."""
+
+    def __init__(
+        self, path: str, facts: Mapping[str, Any], run: state.RunSettings, storage_options: Mapping[str, Any]
+    ):
+        self._path = path
+        self._facts = facts
+        self._run = run
+        self._storage_options = storage_options
+
+    def process(
+        self, stats: ShardStats, profile: report.Profile, timeline: Mapping[int, int]
+    ) -> Iterator[dict[str, Any]]:
+        state.crash_point("before_summary")
+        summary = run_summary(stats, profile, timeline, self._facts, self._run, time.time())
+        latest = stats.shards > 0 or self._run.summary_behind  # a run that changed nothing leaves them
+        report.write_run_record(self._path, summary, self._storage_options, latest=latest)
+        yield summary
+
+
+def run_summary(
+    stats: ShardStats,
+    profile: report.Profile,
+    timeline: Mapping[int, int],
+    facts: Mapping[str, Any],
+    run: state.RunSettings,
+    finished: float,
+) -> dict[str, Any]:
+    """``summary_dict`` for this run, plus the run's identity, what it chose to annotate, the whole
+    output's totals, the report's statistics, and its status (see ``report.run_status``)."""
+    base = summary_dict(stats, facts, finished - run.started)
+    summary = {
+        "run_id": run.run_id,
+        "mode": run.mode,
+        "run_date": run.run_date,
+        "started_at": state.iso_time(run.started),
+        "finished_at": state.iso_time(finished),
+        **base,
+        "selection": dict(run.selection),
+        "output": report.output_totals(run.carried, base),
+        "max_failed_fraction": run.max_failed_fraction,
+        "profile": profile.to_json(),
+        "throughput": report.throughput_series(timeline, run.started),
+    }
+    summary["status"] = report.run_status(summary)
+    return summary

@@ -169,6 +169,7 @@ def expected_schema() -> pa.Schema:
             pa.field("source", pa.string(), nullable=False),
             pa.field("offset", pa.int64(), nullable=False),
             pa.field("n_tokens", pa.int32(), nullable=False),
+            pa.field("warnings", pa.list_(pa.string()), nullable=False),
             pa.field("sentiment", CLASSIFY),
             pa.field("entities", NER),
         ]
@@ -236,7 +237,11 @@ def test_duckdb_reads_the_output(run):
         "source": "VARCHAR",
         "offset": "BIGINT",
         "n_tokens": "INTEGER",
-        "sentiment": "STRUCT(label VARCHAR, score FLOAT, scores STRUCT(label VARCHAR, score FLOAT)[])",
+        "warnings": "VARCHAR[]",
+        "sentiment": (
+            "STRUCT(label VARCHAR, score FLOAT, scores STRUCT(label VARCHAR, score FLOAT)[], "
+            "n_chunks INTEGER, truncated BOOLEAN)"
+        ),
         "entities": "STRUCT(label VARCHAR, text VARCHAR, start INTEGER, end INTEGER, score FLOAT)[]",
     }
     required = con.sql(
@@ -430,7 +435,16 @@ def test_offline_demo_runs_as_the_readme_says(tmp_path, monkeypatch):
     assert all(task["random_weights"] is True for task in summary["tasks"].values())
 
     table = pa.concat_tables([pq.read_table(p) for p in sorted(out.glob("*.parquet"))])
-    assert table.column_names == ["id", "source", "offset", "n_tokens", "text", "sentiment", "entities"]
+    assert table.column_names == [
+        "id",
+        "source",
+        "offset",
+        "n_tokens",
+        "warnings",
+        "text",
+        "sentiment",
+        "entities",
+    ]
     for row in table.to_pylist():
         for entity in row["entities"]:
             assert entity["text"] == row["text"][entity["start"] : entity["end"]]

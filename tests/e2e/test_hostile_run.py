@@ -458,7 +458,10 @@ def test_entity_offsets_index_the_document_on_exotic_text(run):
 def test_ids_never_become_file_names_and_outputs_stay_in_output_path(run):
     assert run.row("../../etc/x")["text"] == "an id shaped like a path"
     files = sorted(str(p.relative_to(run.out)) for p in run.out.rglob("*") if p.is_file())
-    pattern = re.compile(r"(_errors/)?part-[0-9a-f]{16}\.parquet|_SUMMARY\.json")
+    pattern = re.compile(
+        r"(_errors/)?part-[0-9a-f]{16}\.parquet|_SUMMARY\.json|_REPORT\.(md|html)"
+        r"|_state/shards/[0-9a-f]{16}\.json|_state/runs/\d{8}T\d{6}Z-[0-9a-f]{6}/(summary\.json|report\.(md|html))"
+    )
     assert files and all(pattern.fullmatch(f) for f in files), files
     assert {p.name for p in run.root.iterdir()} <= {"in", "out", "tmp", "cache", "config.yaml"}
     assert {p.name for p in run.inputs.iterdir()} == INPUT_NAMES

@@ -57,7 +57,7 @@ def test_readme_config_reference_loads_as_written():
     section = readme.split("## Configuration", 1)[1]
     block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
     cfg = from_dict(yaml.safe_load(block))
-    assert set(cfg.tasks) == {"sentiment", "entities"}
+    assert set(cfg.tasks) == {"sentiment", "entities", "answers", "vectors"}
     assert isinstance(cfg.tasks["entities"], ner.Settings)
     assert cfg.tasks["entities"].aggregation == "simple"
     assert cfg.input.format == "jsonl"
@@ -269,7 +269,7 @@ def test_missing_required_key_is_named(data, expected):
 def test_unknown_task_kind_lists_the_known_ones(kind):
     settings = {"model": "m"} if kind is None else {"kind": kind, "model": "m"}
     message = error_of(minimal(tasks={"t": settings}))
-    assert message.startswith(f"tasks.t.kind: expected one of classify, ner, got {kind!r}")
+    assert message.startswith(f"tasks.t.kind: expected one of classify, ner, qa, embed, got {kind!r}")
 
 
 def test_config_errors_are_setup_errors():

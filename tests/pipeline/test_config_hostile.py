@@ -11,6 +11,9 @@ import pytest
 import yaml
 
 from pipeline import cli, config
+from transforms.tasks import TASK_KINDS
+
+KINDS = ", ".join(TASK_KINDS)  # classify, ner, qa, embed
 
 
 def error_line(capsys, main) -> str:
@@ -92,7 +95,7 @@ def test_unknown_keys_are_refused_with_their_path(setup, changes, message):
         ({"input.format": "csv"}, "input.format: expected one of text, jsonl, parquet, got 'csv'"),
         ({"tasks": ["s"]}, "tasks: expected a mapping of task name to settings, got list"),
         ({"tasks": {}}, "tasks: at least one task is needed"),
-        ({"tasks.s.kind": "summarize"}, "tasks.s.kind: expected one of classify, ner, got 'summarize'"),
+        ({"tasks.s.kind": "summarize"}, f"tasks.s.kind: expected one of {KINDS}, got 'summarize'"),
         ({"batching": 3}, "batching: expected a mapping, got int"),
         ({"input.storage_options": "key=secret"}, "input.storage_options: expected a mapping, got str"),
         ({"output.path": ""}, "output.path: expected a non-empty string, got ''"),

@@ -30,6 +30,8 @@ CLASSIFY = pa.struct(
         pa.field(
             "scores", pa.list_(pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float32())]))
         ),
+        pa.field("n_chunks", pa.int32()),
+        pa.field("truncated", pa.bool_()),
     ]
 )
 NER = pa.list_(
@@ -56,6 +58,7 @@ def expected_schema(keep_text: bool) -> pa.Schema:
         pa.field("source", pa.string(), nullable=False),
         pa.field("offset", pa.int64(), nullable=False),
         pa.field("n_tokens", pa.int32(), nullable=False),
+        pa.field("warnings", pa.list_(pa.string()), nullable=False),
     ]
     if keep_text:
         fields.append(pa.field("text", pa.string(), nullable=False))
@@ -141,7 +144,7 @@ def test_shard_file_has_exact_schema_metadata_and_rows_sorted_by_offset(tmp_path
 def test_keep_text_writes_the_document_text(tmp_path):
     write_shard(tmp_path, [annotated(0, "hello there")], [], [1], keep_text=True)
     table = pq.read_table(tmp_path / shard_file_name(SOURCE))
-    assert table.column_names[:5] == ["id", "source", "offset", "n_tokens", "text"]
+    assert table.column_names[:6] == ["id", "source", "offset", "n_tokens", "warnings", "text"]
     assert table.column("text").to_pylist() == ["hello there"]
 
 

@@ -84,6 +84,7 @@ class TaskHandler(ModelHandler):
 
     auto_class_name: ClassVar[str]  # transformers Auto class for this kind
     architecture_suffix: ClassVar[str]  # what config.json's architectures must end with
+    labelled: ClassVar[bool] = True  # whether the model's id2label names this task's outputs
 
     def __init__(
         self,
@@ -181,9 +182,19 @@ class TaskHandler(ModelHandler):
         """Why these settings cannot work with this model's window, or None; checked before the run."""
         return None
 
-    @classmethod
-    def arrow_type(cls, settings: TaskSettings) -> pa.DataType:
+    def resolve_model(self, tokenizer: Any, config: Mapping[str, Any]) -> None:
+        """Called once when the pipeline is built, with the task's tokenizer and its model's config.json:
+        a kind that needs facts from them (a question's token ids, a vector's size) keeps them on the
+        handler, which carries them to the workers."""
+
+    def arrow_type(self) -> pa.DataType:
+        """This task's output column type."""
         raise NotImplementedError
+
+    def model_output(self, output: Any, attention_mask: Any) -> Any:
+        """What ``forward`` keeps of the model's output for each row, as a tensor of [rows, ...]: the
+        logits unless the kind needs something else (start and end logits, a pooled vector)."""
+        return output.logits
 
     @classmethod
     def check_model(cls, uri: str, config: dict[str, Any]) -> None:
@@ -197,7 +208,7 @@ class TaskHandler(ModelHandler):
                 f"model {uri} is not a *{cls.architecture_suffix} model (architectures: {found}); "
                 f"task kind {cls.kind_name()} needs one"
             )
-        if not config.get("id2label"):
+        if cls.labelled and not config.get("id2label"):
             raise SetupError(f"model {uri} has no id2label in config.json; labels cannot be named")
 
     @classmethod
@@ -243,9 +254,12 @@ class TaskHandler(ModelHandler):
                 owners.append(index)
         return rows, owners
 
-    def forward(self, rows: Sequence[np.ndarray], model: Loaded) -> list[np.ndarray]:
-        """Logits per row, float32, trimmed to the row's own length. Rows run in slices that keep to the
-        token budget, each padded only to its own longest row."""
+    def forward(
+        self, rows: Sequence[np.ndarray], model: Loaded, types: Sequence[np.ndarray] | None = None
+    ) -> list[np.ndarray]:
+        """``model_output`` per row, float32, trimmed to the row's own length when it has one per token.
+        Rows run in slices that keep to the token budget, each padded only to its own longest row.
+        ``types``, when given, are the rows' token type ids (segment ids of a question/context pair)."""
         import torch
 
         out: list[np.ndarray] = [None] * len(rows)  # type: ignore[list-item]
@@ -263,23 +277,28 @@ class TaskHandler(ModelHandler):
             width = max(len(rows[i]) for i in chunk)
             ids = np.full((len(chunk), width), model.pad_id, dtype=np.int64)
             mask = np.zeros((len(chunk), width), dtype=np.int64)
+            segments = np.zeros((len(chunk), width), dtype=np.int64) if types is not None else None
             for r, i in enumerate(chunk):
                 ids[r, : len(rows[i])] = rows[i]
                 mask[r, : len(rows[i])] = 1
+                if segments is not None:
+                    segments[r, : len(rows[i])] = types[i]
             with torch.inference_mode():
-                ids_t = torch.from_numpy(ids)
-                mask_t = torch.from_numpy(mask)
+                inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+                if segments is not None:
+                    inputs["token_type_ids"] = torch.from_numpy(segments)
                 if model.device != "cpu":
-                    ids_t = ids_t.pin_memory().to(model.device, non_blocking=True)
-                    mask_t = mask_t.pin_memory().to(model.device, non_blocking=True)
+                    inputs = {
+                        k: v.pin_memory().to(model.device, non_blocking=True) for k, v in inputs.items()
+                    }
                 if model.autocast_dtype is not None:
                     with torch.autocast(device_type="cuda", dtype=model.autocast_dtype):
-                        logits = model.model(input_ids=ids_t, attention_mask=mask_t).logits
+                        output = model.model(**inputs)
                 else:
-                    logits = model.model(input_ids=ids_t, attention_mask=mask_t).logits
-                logits = logits.float().cpu().numpy()
+                    output = model.model(**inputs)
+                values = self.model_output(output, inputs["attention_mask"]).float().cpu().numpy()
             for r, i in enumerate(chunk):
-                out[i] = logits[r, : len(rows[i])] if logits.ndim == 3 else logits[r]
+                out[i] = values[r, : len(rows[i])] if values.ndim == 3 else values[r]
             start = stop
         return out
 

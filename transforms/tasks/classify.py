@@ -2,7 +2,8 @@
 
 Scores follow ``transformers``' text-classification pipeline: softmax over labels, sigmoid for multi-label
 models (or a single label), raw values for regression. Documents longer than the model's window are
-either truncated or cut into consecutive chunks whose probabilities are averaged or maxed."""
+either truncated or cut into consecutive chunks whose probabilities are averaged or maxed; the result says
+how many chunks the model read (``n_chunks``) and whether text was left unread (``truncated``)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ ARROW_TYPE = pa.struct(
         pa.field("label", pa.string()),
         pa.field("score", pa.float32()),
         pa.field("scores", pa.list_(LABEL_SCORE)),
+        # Windows the model read, and whether part of the document was left unread (long_text: truncate).
+        pa.field("n_chunks", pa.int32()),
+        pa.field("truncated", pa.bool_()),
     ]
 )
 
@@ -46,10 +50,16 @@ class Handler(TaskHandler):
         probs = scores_from_logits(logits, model.problem_type, len(model.id2label))
         owners_arr = np.asarray(owners)
         reduce = np.max if self.settings.long_text == "chunk-max" else np.mean
-        return [to_result(reduce(probs[owners_arr == i], axis=0), model.id2label) for i in range(len(items))]
+        out = []
+        for i, tokenized in enumerate(items):
+            chunks = probs[owners_arr == i]
+            result = to_result(reduce(chunks, axis=0), model.id2label)
+            result["n_chunks"] = len(chunks)
+            result["truncated"] = len(tokenized.ids) > len(chunks) * self.body
+            out.append(result)
+        return out
 
-    @classmethod
-    def arrow_type(cls, settings: TaskSettings) -> pa.DataType:
+    def arrow_type(self) -> pa.DataType:
         return ARROW_TYPE
 
 

@@ -111,8 +111,7 @@ class Handler(TaskHandler):
             labelled = _group(labelled)
         return [e for e in labelled if e["label"] not in IGNORE_LABELS]
 
-    @classmethod
-    def arrow_type(cls, settings: TaskSettings) -> pa.DataType:
+    def arrow_type(self) -> pa.DataType:
         return ARROW_TYPE
 
     def settings_problem(self) -> str | None:

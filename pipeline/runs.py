@@ -1,0 +1,151 @@
+"""One run against an output directory, around the pipeline itself: what the output already holds, which
+shards to annotate, clean-up after a crashed run, the progress line, and the exit status a scheduler reads.
+
+Exit status: 0 the run succeeded; 1 it failed (the pipeline raised, or documents went unaccounted for);
+2 a mistake in the config or the command line; 3 it succeeded but dead-letter rows exceed
+``output.max_failed_fraction`` of the output's documents; 4 another run holds the output directory."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
+
+from pipeline.config import Config
+from pipeline.plan import Plan
+from transforms import report, state, storage
+from transforms.progress import ProgressLine
+from transforms.schema import ShardStats
+from transforms.write import run_summary
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_DEAD_LETTER = 3
+EXIT_LOCKED = 4
+EXIT_STATUS = {"ok": EXIT_OK, "incomplete": EXIT_FAILED, "dead_letter_exceeded": EXIT_DEAD_LETTER}
+LOCAL_RUNNERS = {
+    None,
+    "DirectRunner",
+    "direct",
+    "SwitchingDirectRunner",
+    "BundleBasedDirectRunner",
+    "FnApiRunner",
+    "PrismRunner",
+    "prism",
+}
+
+
+def choose_shards(
+    plan: Plan, run_id: str, full_refresh: bool, progress_dir: str | None, read_output: bool = True
+) -> Plan:
+    """The plan narrowed to the shards this run annotates, with the run's settings. This also removes what
+    a crashed run left behind and, after a settings change or with --full-refresh, the outputs of shards
+    that are no longer among the inputs. Without ``read_output`` (a dry run) the output is neither read
+    nor changed, and every shard counts as new."""
+    cfg = plan.cfg
+    out, options = cfg.output.path, cfg.output.storage_options
+    identities = state.identify_shards([s.uri for s in plan.shards], cfg.input.storage_options)
+    entries = state.read_entries(out, options) if read_output else {}
+    removed = state.remove_unreferenced(out, entries, options) if read_output else []
+    if removed:
+        log.info("removed %d files an interrupted run left behind: %s", len(removed), ", ".join(removed[:5]))
+    annotation = plan.facts["annotation_sha256"]
+    selection = state.select_shards(identities, entries, annotation, full_refresh)
+    if selection.remove_stale:
+        for entry in selection.stale:
+            state.remove_shard_outputs(out, entry, options)
+    elif selection.stale:
+        log.info(
+            "%d shards in the output are no longer among the inputs; their rows stay", len(selection.stale)
+        )
+    newest = max((e.run_id for e in entries.values()), default="")
+    top = _read_json(storage.join(out, report.SUMMARY_FILE), options) if newest else None
+    summary_behind = bool(newest) and (top is None or str(top.get("run_id", "")) < newest)
+    run_date = cfg.output.run_date or datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    carried = selection.kept + ([] if selection.remove_stale else selection.stale)
+    todo = set(selection.todo)
+    run = state.RunSettings(
+        run_id=run_id,
+        mode=cfg.output.mode,
+        run_date=run_date,
+        partition=f"run_date={run_date}" if cfg.output.partition_by == "run_date" else "",
+        annotation_sha256=annotation,
+        shards={uri: identities[uri] for uri in selection.todo},
+        previous={uri: tuple(entries[uri].files()) for uri in selection.todo if uri in entries},
+        carried=state.carried_counts(carried),
+        selection=selection.counts(),
+        max_failed_fraction=cfg.output.max_failed_fraction,
+        started=plan.started,
+        progress_dir=progress_dir,
+        summary_behind=summary_behind,
+    )
+    return dataclasses.replace(plan, shards=[s for s in plan.shards if s.uri in todo], run=run)
+
+
+def record_idle_run(plan: Plan) -> dict[str, Any]:
+    """A local run with nothing to annotate writes its summary and report under _state/runs/ and nothing
+    else: the output stays byte for byte as it was. Unless an earlier run committed shards but died before
+    its summary: then the top-level summary and report are brought up to date as well."""
+    summary = run_summary(ShardStats(), report.Profile(), {}, plan.facts, plan.run, time.time())
+    cfg = plan.cfg
+    report.write_run_record(
+        cfg.output.path, summary, cfg.output.storage_options, latest=plan.run.summary_behind
+    )
+    return summary
+
+
+def _read_json(uri: str, storage_options: Mapping[str, Any]) -> dict[str, Any] | None:
+    fs, path = storage.filesystem(uri, storage_options)
+    fs.invalidate_cache()
+    try:
+        return json.loads(fs.cat_file(path))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def read_run_summary(cfg: Config, run_id: str) -> dict[str, Any] | None:
+    uri = state.state_uri(cfg.output.path, state.RUNS_DIR, run_id, "summary.json")
+    return _read_json(uri, cfg.output.storage_options)
+
+
+def exit_status(summary: Mapping[str, Any]) -> int:
+    return EXIT_STATUS.get(str(summary.get("status")), EXIT_FAILED)
+
+
+def runs_locally(options: PipelineOptions) -> bool:
+    """Whether the pipeline's workers share this machine, so they can leave progress files for it."""
+    runner = options.view_as(StandardOptions).runner
+    if runner in LOCAL_RUNNERS:
+        return True
+    return runner == "PortableRunner" and options.view_as(PortableOptions).environment_type == "LOOPBACK"
+
+
+class Progress:
+    """The progress line's folder and thread for a local run; does nothing for a remote one."""
+
+    def __init__(self, enabled: bool):
+        self.dir = tempfile.mkdtemp(prefix="distilbeam-progress-") if enabled else None
+        self._line: ProgressLine | None = None
+
+    def start(self, plan: Plan) -> None:
+        if self.dir and plan.run is not None:
+            total = sum(s.size for s in plan.run.shards.values())
+            self._line = ProgressLine(self.dir, total).start()
+
+    def stop(self) -> None:
+        if self._line is not None:
+            self._line.stop()
+            self._line = None
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,39 @@
+"""Running one task's handler on a list of texts the way the pipeline runs it: resolved from a config,
+documents tokenized once without special tokens, cut into batches by the token budget."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import from_dict
+from pipeline.plan import resolve_task
+from transforms.batching import Batch, plan_batches, tokenize
+from transforms.schema import Annotated, Document
+from transforms.tasks import Runtime
+
+
+def run_task(model_dir, kind: str, texts: list[str], max_tokens: int = 512, **settings) -> list:
+    cfg = from_dict(
+        {
+            "input": {"paths": ["unused"]},
+            "tasks": {"t": {"kind": kind, "model": str(model_dir), **settings}},
+            "output": {"path": "unused"},
+        }
+    )
+    handler, _, _ = resolve_task("t", cfg.tasks["t"], Runtime(device="cpu"), max_tokens)
+    loaded = handler.load_model()
+    items = [Annotated(Document(str(i), "src", i, t), -1, {}) for i, t in enumerate(texts)]
+    tokenized, failures = tokenize(loaded.tokenizer, items)
+    assert not failures
+    results = [None] * len(texts)
+    costs = [handler.cost(len(t.ids)) for t in tokenized]
+    for indices in plan_batches(costs, max_tokens):
+        (out,) = handler.run_inference(Batch(tuple(tokenized[i] for i in indices)), loaded)
+        for i, result in zip(indices, out.results["t"], strict=True):
+            results[i] = result
+    return results
+
+
+@pytest.fixture
+def annotate():
+    return run_task

@@ -1,0 +1,183 @@
+"""The manifest, shard selection, clean-up after a crash, the output lock and the crash-test hook."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO
+from transforms import state
+
+
+def entry(source: str, **kw) -> state.ShardEntry:
+    values = dict(
+        source=source,
+        size=10,
+        identity="mtime:1:size:10",
+        annotation_sha256="cfg1",
+        output=f"part-{'0' * 16}.parquet",
+        errors=None,
+        docs_read=3,
+        docs_written=2,
+        docs_failed=1,
+        tokens=30,
+        run_id="20260101T000000Z-aaaaaa",
+        committed_at="2026-01-01T00:00:00+00:00",
+    )
+    values.update(kw)
+    return state.ShardEntry(**values)
+
+
+def ident(uri: str, size: int = 10, identity: str = "mtime:1:size:10") -> state.ShardIdentity:
+    return state.ShardIdentity(uri, size, identity)
+
+
+def test_content_identity_prefers_what_the_store_versions_objects_by():
+    assert state.content_identity({"generation": "17", "mtime": 5, "size": 3}) == "generation:17"
+    assert state.content_identity({"ETag": '"abc"', "size": 3}) == "ETag:abc"
+    assert state.content_identity({"mtime": 5.5, "size": 3}) == "mtime:5.5:size:3"
+    assert state.content_identity({"size": 3}) == "size:3"
+
+
+def test_identify_shards_sees_a_rewrite(tmp_path):
+    a = tmp_path / "a.txt"
+    a.write_text("one\n")
+    before = state.identify_shards([str(a)], {})[str(a)]
+    assert before.size == 4
+    os.utime(a, (time.time() + 5, time.time() + 5))
+    a.write_text("one\ntwo\n")
+    after = state.identify_shards([str(a)], {})[str(a)]
+    assert (after.size, after.identity) != (before.size, before.identity)
+
+
+def test_select_shards_new_changed_config_and_refresh():
+    entries = {"a": entry("a"), "b": entry("b"), "gone": entry("gone")}
+    idents = {"a": ident("a"), "b": ident("b", size=11), "c": ident("c")}
+    sel = state.select_shards(idents, entries, "cfg1", full_refresh=False)
+    assert sel.todo == ["b", "c"]
+    assert sel.reasons == {"b": "changed", "c": "new"}
+    assert [e.source for e in sel.kept] == ["a"]
+    assert [e.source for e in sel.stale] == ["gone"] and not sel.remove_stale
+    assert sel.counts() == {"new": 1, "changed": 1, "config": 0, "refresh": 0, "kept": 1, "stale_kept": 1}
+
+    changed = state.select_shards(idents, entries, "cfg2", full_refresh=False)
+    assert changed.todo == ["a", "b", "c"] and changed.remove_stale
+    assert changed.reasons == {"a": "config", "b": "config", "c": "new"}
+
+    refresh = state.select_shards(idents, entries, "cfg1", full_refresh=True)
+    assert set(refresh.reasons.values()) == {"refresh"} and refresh.remove_stale
+
+
+def test_entries_round_trip_and_a_torn_entry_is_named(tmp_path):
+    e = entry("s3://bucket/x.jsonl", errors="_errors/part-0000000000000000.parquet")
+    state.write_entry(str(tmp_path), e, {})
+    assert state.read_entries(str(tmp_path), {}) == {e.source: e}
+    (tmp_path / "_state" / "shards" / "broken.json").write_text("{not json")
+    with pytest.raises(state.SetupError, match=r"broken\.json"):
+        state.read_entries(str(tmp_path), {})
+
+
+def test_remove_unreferenced_keeps_committed_and_foreign_files(tmp_path):
+    committed = entry(
+        "a",
+        output="run_date=2026-01-02/part-aaaaaaaaaaaaaaaa.parquet",
+        errors="_errors/run_date=2026-01-02/part-aaaaaaaaaaaaaaaa.parquet",
+    )
+    files = {
+        "run_date=2026-01-02/part-aaaaaaaaaaaaaaaa.parquet": True,  # committed
+        "_errors/run_date=2026-01-02/part-aaaaaaaaaaaaaaaa.parquet": True,
+        "run_date=2026-01-01/part-aaaaaaaaaaaaaaaa.parquet": False,  # replaced in another partition
+        "part-bbbbbbbbbbbbbbbb.parquet": False,  # written, never committed
+        ".part-cccccccccccccccc.parquet.0123456789abcdef0123456789abcdef.tmp": False,  # torn write
+        "notes.txt": True,  # not ours
+        "part-of-something-else.parquet": True,  # not a name distilbeam gives
+    }
+    for relative in files:
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"x")
+    removed = state.remove_unreferenced(str(tmp_path), {"a": committed}, {})
+    assert sorted(removed) == sorted(r for r, keep in files.items() if not keep)
+    for relative, keep in files.items():
+        assert (tmp_path / relative).exists() == keep, relative
+    assert not (tmp_path / "run_date=2026-01-01").exists()  # emptied partition folder removed
+
+
+def test_lock_refuses_a_second_holder_and_is_released(tmp_path):
+    first = state.OutputLock(str(tmp_path), {}, "run-1")
+    first.acquire()
+    record = json.loads((tmp_path / "_state" / "lock.json").read_text())
+    assert record["run_id"] == "run-1" and record["pid"] == os.getpid()
+    with pytest.raises(state.OutputLocked, match=r"in use by run run-1 .*lock\.json"):
+        state.OutputLock(str(tmp_path), {}, "run-2").acquire()
+    first.release()
+    assert not (tmp_path / "_state" / "lock.json").exists()
+    with state.OutputLock(str(tmp_path), {}, "run-3"):
+        assert json.loads((tmp_path / "_state" / "lock.json").read_text())["run_id"] == "run-3"
+
+
+def _write_lock(tmp_path, **fields) -> None:
+    record = {
+        "run_id": "old",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "pid_started": 0.0,
+        "acquired_at": "2026-01-01T00:00:00+00:00",
+        "token": "t",
+        "expires_at": time.time() + 3600,
+    }
+    record.update(fields)
+    (tmp_path / "_state").mkdir(exist_ok=True)
+    (tmp_path / "_state" / "lock.json").write_text(json.dumps(record))
+
+
+def test_lock_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    _write_lock(tmp_path, pid=int(child.stdout))
+    with state.OutputLock(str(tmp_path), {}, "new"):
+        assert json.loads((tmp_path / "_state" / "lock.json").read_text())["run_id"] == "new"
+
+
+def test_lock_on_another_host_holds_until_it_expires(tmp_path):
+    _write_lock(tmp_path, host="elsewhere", pid=1)
+    with pytest.raises(state.OutputLocked, match="pid 1 on elsewhere"):
+        state.OutputLock(str(tmp_path), {}, "new").acquire()
+    _write_lock(tmp_path, host="elsewhere", pid=1, expires_at=time.time() - 1)
+    with state.OutputLock(str(tmp_path), {}, "new"):
+        assert json.loads((tmp_path / "_state" / "lock.json").read_text())["run_id"] == "new"
+
+
+def test_lock_is_renewed_while_held(tmp_path):
+    lock = state.OutputLock(str(tmp_path), {}, "run", ttl=0.6)
+    with lock:
+        first = json.loads((tmp_path / "_state" / "lock.json").read_text())["expires_at"]
+        time.sleep(0.9)
+        later = json.loads((tmp_path / "_state" / "lock.json").read_text())
+        assert later["expires_at"] > first and not state.is_stale(later)
+
+
+def test_crash_point_kills_on_its_nth_passage():
+    code = (
+        "from transforms import state\n"
+        "for i in range(1, 5):\n"
+        "    print(i, flush=True)\n"
+        "    state.crash_point('other')\n"
+        "    state.crash_point('here')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), state.CRASH_ENV: "here:3"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == -9
+    assert done.stdout.split() == ["1", "2", "3"]
+
+
+def test_lock_released_before_anything_was_written_leaves_no_folder(tmp_path):
+    with state.OutputLock(str(tmp_path / "new" / "out"), {}, "run"):
+        assert (tmp_path / "new" / "out" / "_state" / "lock.json").exists()
+    assert list(tmp_path.iterdir()) == []

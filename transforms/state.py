@@ -1,0 +1,569 @@
+"""What an output directory remembers between runs, so that a scheduled run annotates only what is new and a
+crashed run can be re-run safely.
+
+``<output.path>/_state/shards/<hash of the shard URI>.json`` holds one manifest entry per annotated input
+shard: its URI, size and content identity when it was read, the hash of the settings that shape its rows,
+where its output and dead-letter files are, and its counts. An entry is written after the shard's files are
+in place, so an entry always points at complete files; a shard without a current entry is simply annotated
+again. ``_state/lock.json`` keeps two runs from writing the same output at once, and ``_state/runs/<run id>/``
+keeps each run's summary and report."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import re
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from fsspec.implementations.local import LocalFileSystem
+
+from transforms import SetupError, storage
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = "_state"
+SHARDS_DIR = "shards"
+RUNS_DIR = "runs"
+LOCK_FILE = "lock.json"
+ERRORS_DIR = "_errors"  # the same folder transforms/write.py writes the dead letter to
+LOCK_TTL_SECONDS = 600.0  # a lock whose holder stopped renewing it for this long is stale
+LOCK_RENEW_SECONDS = 60.0
+# Crash-test hook: ``point`` or ``point:N`` makes the process SIGKILL itself the Nth time it reaches that
+# point (see ``crash_point``). Unset in normal runs, where a crash point costs one dictionary lookup.
+CRASH_ENV = "DISTILBEAM_CRASH_AT"
+
+_OUTPUT_FILE = re.compile(r"^(?:_errors/)?(?:run_date=[^/]+/)?part-[0-9a-f]{16}\.parquet$")
+_TEMP_FILE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # storage.write_atomic's temporary names
+
+
+class OutputLocked(SetupError):
+    """Another run holds the output directory."""
+
+
+# -- shards and their identity -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardIdentity:
+    """What a store says about a shard without reading it: size and a content identity."""
+
+    uri: str
+    size: int
+    identity: str
+
+
+def content_identity(info: Mapping[str, Any]) -> str:
+    """The cheapest identity the store offers in a listing: GCS generation, an S3/HTTP ETag, a content hash
+    when one is listed, else modification time and size (local files). Anything that rewrites the object
+    changes it; it may change without the content changing (a touched file), which only costs a re-run."""
+    for key in ("generation", "ETag", "etag", "md5Hash", "crc32c", "sha256"):
+        value = info.get(key)
+        if value not in (None, ""):
+            return f"{key}:{str(value).strip(chr(34))}"
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if value not in (None, ""):
+            if isinstance(value, datetime.datetime):
+                value = value.isoformat()
+            return f"{key}:{value}:size:{info.get('size')}"
+    return f"size:{info.get('size')}"
+
+
+def identify_shards(uris: Iterable[str], storage_options: Mapping[str, Any]) -> dict[str, ShardIdentity]:
+    """Size and identity of each shard, from one listing per folder (one request per folder on an object
+    store), falling back to a lookup per file for anything the listing did not show."""
+    uris = list(uris)
+    by_folder: dict[str, list[str]] = {}
+    for uri in uris:
+        by_folder.setdefault(uri.rsplit("/", 1)[0] if "/" in uri else ".", []).append(uri)
+    found: dict[str, ShardIdentity] = {}
+    for folder, members in by_folder.items():
+        fs, path = storage.filesystem(folder, storage_options)
+        try:
+            listing = {storage.to_uri(fs, i["name"]): i for i in fs.ls(path, detail=True)}
+        except (OSError, ValueError):
+            listing = {}
+        for uri in members:
+            info = listing.get(uri)
+            if info is None:
+                fs_one, path_one = storage.filesystem(uri, storage_options)
+                info = fs_one.info(path_one)
+            found[uri] = ShardIdentity(uri, int(info.get("size") or 0), content_identity(info))
+    return {uri: found[uri] for uri in uris}
+
+
+# -- the manifest --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardEntry:
+    """One annotated shard, as committed."""
+
+    source: str
+    size: int
+    identity: str
+    annotation_sha256: str
+    output: str  # relative to output.path, '/'-separated
+    errors: str | None  # the dead-letter file, when the shard had failures
+    docs_read: int
+    docs_written: int
+    docs_failed: int
+    tokens: int
+    run_id: str
+    committed_at: str
+
+    def files(self) -> list[str]:
+        return [self.output] + ([self.errors] if self.errors else [])
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ShardEntry:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def entry_name(source: str) -> str:
+    return f"{hashlib.blake2b(source.encode(), digest_size=8).hexdigest()}.json"
+
+
+def state_uri(path: str, *parts: str) -> str:
+    return storage.join(path, STATE_DIR, *parts)
+
+
+def output_uri(path: str, relative: str) -> str:
+    return storage.join(path, *relative.split("/"))
+
+
+def read_entries(path: str, storage_options: Mapping[str, Any]) -> dict[str, ShardEntry]:
+    """Every committed shard of the output at ``path``, by source URI."""
+    fs, folder = storage.filesystem(state_uri(path, SHARDS_DIR), storage_options)
+    fs.invalidate_cache()
+    if not fs.exists(folder):
+        return {}
+    names = [n for n in fs.ls(folder, detail=False) if n.endswith(".json")]
+    entries = {}
+    for name, blob in sorted(fs.cat(names).items()) if names else []:
+        try:
+            entry = ShardEntry.from_json(json.loads(blob))
+        except (ValueError, TypeError) as exc:
+            raise SetupError(
+                f"output.path: manifest entry {name} is unreadable ({exc}); delete it to annotate that "
+                "shard again"
+            ) from None
+        entries[entry.source] = entry
+    return entries
+
+
+def write_entry(path: str, entry: ShardEntry, storage_options: Mapping[str, Any]) -> None:
+    text = json.dumps(dataclasses.asdict(entry), indent=1, sort_keys=True) + "\n"
+    uri = state_uri(path, SHARDS_DIR, entry_name(entry.source))
+    storage.write_atomic(uri, lambda f: f.write(text.encode()), storage_options)
+
+
+def remove_entry(path: str, source: str, storage_options: Mapping[str, Any]) -> None:
+    _remove(state_uri(path, SHARDS_DIR, entry_name(source)), storage_options)
+
+
+def _remove(uri: str, storage_options: Mapping[str, Any]) -> bool:
+    fs, target = storage.filesystem(uri, storage_options)
+    try:
+        fs.rm(target)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+# -- choosing what to annotate -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """The shards a run annotates, why, and what it keeps from earlier runs."""
+
+    todo: list[str]
+    reasons: dict[str, str]  # source -> new | changed | config | refresh
+    kept: list[ShardEntry]  # committed and current: not annotated again
+    stale: list[ShardEntry]  # committed, no longer among the inputs
+    remove_stale: bool  # the annotation settings changed or a full refresh: drop the stale shards' outputs
+
+    def counts(self) -> dict[str, int]:
+        out = {"new": 0, "changed": 0, "config": 0, "refresh": 0}
+        for reason in self.reasons.values():
+            out[reason] += 1
+        out["kept"] = len(self.kept)
+        out["stale_removed" if self.remove_stale else "stale_kept"] = len(self.stale)
+        return out
+
+
+def select_shards(
+    identities: Mapping[str, ShardIdentity],
+    entries: Mapping[str, ShardEntry],
+    annotation_sha256: str,
+    full_refresh: bool,
+) -> Selection:
+    todo, reasons, kept = [], {}, []
+    for uri, ident in identities.items():
+        entry = entries.get(uri)
+        if full_refresh:
+            reason = "refresh"
+        elif entry is None:
+            reason = "new"
+        elif entry.annotation_sha256 != annotation_sha256:
+            reason = "config"
+        elif (entry.size, entry.identity) != (ident.size, ident.identity):
+            reason = "changed"
+        else:
+            kept.append(entry)
+            continue
+        todo.append(uri)
+        reasons[uri] = reason
+    stale = [e for uri, e in sorted(entries.items()) if uri not in identities]
+    config_changed = any(e.annotation_sha256 != annotation_sha256 for e in entries.values())
+    return Selection(todo, reasons, kept, stale, full_refresh or config_changed)
+
+
+# -- cleaning up after a crashed run -------------------------------------------------------------------
+
+
+def remove_unreferenced(
+    path: str, entries: Mapping[str, ShardEntry], storage_options: Mapping[str, Any]
+) -> list[str]:
+    """Removes what a crashed run left behind: temporary files, and output or dead-letter files that no
+    manifest entry points at (written but never committed, or replaced in another partition). Files that
+    distilbeam did not name are left alone. Returns the relative paths removed."""
+    fs, root = storage.filesystem(path, storage_options)
+    fs.invalidate_cache()
+    if not fs.exists(root):
+        return []
+    referenced = {f for e in entries.values() for f in e.files()}
+    removed = []
+    for found in sorted(fs.find(root)):
+        relative = posixpath.relpath(found.replace(os.sep, "/"), root.replace(os.sep, "/"))
+        name = relative.rsplit("/", 1)[-1]
+        orphan = _OUTPUT_FILE.match(relative) and relative not in referenced
+        torn = _TEMP_FILE.match(name) and not name.startswith(f".{LOCK_FILE}.")  # not the lock's renewal
+        if orphan or torn:
+            try:
+                fs.rm(found)
+                removed.append(relative)
+            except FileNotFoundError:
+                pass
+    _remove_empty_partitions(fs, root)
+    fs.invalidate_cache()
+    return removed
+
+
+def _remove_empty_partitions(fs: Any, root: str) -> None:
+    if not isinstance(fs, LocalFileSystem):
+        return  # object stores have no empty folders
+    for base in (root, os.path.join(root, ERRORS_DIR)):
+        if not os.path.isdir(base):
+            continue
+        for name in os.listdir(base):
+            folder = os.path.join(base, name)
+            if name.startswith("run_date=") and os.path.isdir(folder) and not os.listdir(folder):
+                os.rmdir(folder)
+
+
+def remove_shard_outputs(path: str, entry: ShardEntry, storage_options: Mapping[str, Any]) -> None:
+    """Drops a committed shard: its entry first (so it is never half-listed), then its files."""
+    remove_entry(path, entry.source, storage_options)
+    for relative in entry.files():
+        _remove(output_uri(path, relative), storage_options)
+
+
+# -- one run's settings, carried into the pipeline -----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """What the pipeline needs to commit shards and report on the run."""
+
+    run_id: str
+    mode: str
+    run_date: str  # YYYY-MM-DD
+    partition: str  # "" or "run_date=YYYY-MM-DD": the folder this run's files go to
+    annotation_sha256: str
+    shards: Mapping[str, ShardIdentity]  # the shards this run annotates
+    previous: Mapping[str, tuple[str, ...]]  # source -> files of its earlier commit, removed once replaced
+    carried: Mapping[str, int]  # counts of the committed shards this run keeps (see ``carried_counts``)
+    selection: Mapping[str, int]
+    max_failed_fraction: float | None
+    started: float
+    progress_dir: str | None = None  # local runs: where workers leave progress counts for the launcher
+    # An earlier run committed shards but died before its summary: even a run with nothing to annotate
+    # then rewrites the output's top-level summary and report.
+    summary_behind: bool = False
+
+
+def new_run_id(now: float | None = None) -> str:
+    stamp = datetime.datetime.fromtimestamp(now or time.time(), datetime.timezone.utc)
+    return f"{stamp:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+
+
+def carried_counts(entries: Iterable[ShardEntry]) -> dict[str, int]:
+    out = {"shards": 0, "docs_read": 0, "docs_written": 0, "docs_failed": 0, "tokens": 0}
+    for e in entries:
+        out["shards"] += 1
+        out["docs_read"] += e.docs_read
+        out["docs_written"] += e.docs_written
+        out["docs_failed"] += e.docs_failed
+        out["tokens"] += e.tokens
+    return out
+
+
+def commit_shard(
+    path: str,
+    run: RunSettings,
+    source: str,
+    files: tuple[str, str | None],
+    counts: tuple[int, int, int, int],
+    storage_options: Mapping[str, Any],
+) -> ShardEntry:
+    """Records a shard whose files are in place, then removes the files of its earlier commit if they lay
+    elsewhere (another run_date partition). Called only after the shard's files are written."""
+    ident = run.shards[source]
+    output, errors = files
+    entry = ShardEntry(
+        source=source,
+        size=ident.size,
+        identity=ident.identity,
+        annotation_sha256=run.annotation_sha256,
+        output=output,
+        errors=errors,
+        docs_read=counts[0],
+        docs_written=counts[1],
+        docs_failed=counts[2],
+        tokens=counts[3],
+        run_id=run.run_id,
+        committed_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
+    write_entry(path, entry, storage_options)
+    crash_point("after_entry")
+    for relative in run.previous.get(source, ()):
+        if relative not in (output, errors):
+            uri = output_uri(path, relative)
+            _remove(uri, storage_options)
+            _remove_folder_if_empty(uri, storage_options)
+    return entry
+
+
+def _remove_folder_if_empty(uri: str, storage_options: Mapping[str, Any]) -> None:
+    """A local partition folder emptied by moving its last shard elsewhere goes too."""
+    fs, path = storage.filesystem(uri, storage_options)
+    folder = os.path.dirname(path)
+    if isinstance(fs, LocalFileSystem) and os.path.basename(folder).startswith("run_date="):
+        with contextlib.suppress(OSError):  # not empty, or gone already
+            os.rmdir(folder)
+
+
+# -- crash-test hook -----------------------------------------------------------------------------------
+
+_crash_counts: dict[str, int] = {}
+_crash_guard = threading.Lock()
+
+
+def crash_point(name: str) -> None:
+    """Kills this process with SIGKILL when ``DISTILBEAM_CRASH_AT`` names this point (``name`` or
+    ``name:N`` for its Nth passage). Lets tests interrupt a run exactly where a real crash would hurt."""
+    wanted = os.environ.get(CRASH_ENV)
+    if not wanted:
+        return
+    point, _, nth = wanted.partition(":")
+    if point != name:
+        return
+    with _crash_guard:
+        _crash_counts[name] = _crash_counts.get(name, 0) + 1
+        if _crash_counts[name] >= int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- the lock ------------------------------------------------------------------------------------------
+
+
+class OutputLock:
+    """A lease on an output directory: ``_state/lock.json`` names its holder (run id, host, pid and the
+    process's start time) and an expiry that the holder renews while it runs. A lock is stale, and taken
+    over, once it expires or when its holder was on this host and that process is gone (a killed run
+    does not make the next one wait). On a local disk the lock is created exclusively; on object stores,
+    which fsspec gives no create-if-absent for, it is written and read back."""
+
+    def __init__(
+        self, path: str, storage_options: Mapping[str, Any], run_id: str, ttl: float = LOCK_TTL_SECONDS
+    ):
+        self.uri = state_uri(path, LOCK_FILE)
+        self._storage_options = storage_options
+        self._ttl = ttl
+        self._holder = _holder_record(run_id)
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+        self._made: list[str] = []  # local folders the lock created, removed on release if still empty
+
+    def __enter__(self) -> OutputLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        fs, path = storage.filesystem(self.uri, self._storage_options)
+        for _ in range(5):
+            current = self._read(fs, path)
+            if current is not None and not is_stale(current):
+                raise OutputLocked(_locked_message(self.uri, current))
+            if current is not None:
+                log.warning(
+                    "taking over the stale lock of run %s (pid %s on %s)",
+                    current.get("run_id"),
+                    current.get("pid"),
+                    current.get("host"),
+                )
+            if self._create(fs, path, current):
+                self._renewer = threading.Thread(target=self._renew, name="distilbeam-lock", daemon=True)
+                self._renewer.start()
+                return
+        raise OutputLocked(f"could not take the lock {self.uri}: other runs keep taking it; try again")
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout=5)
+            self._renewer = None
+            fs, path = storage.filesystem(self.uri, self._storage_options)
+            current = self._read(fs, path)
+            if current is not None and current.get("token") == self._holder["token"]:
+                _remove(self.uri, self._storage_options)
+            if isinstance(fs, LocalFileSystem):  # a run that stopped before writing leaves no trace
+                for folder in [os.path.dirname(os.path.abspath(path)), *self._made[1:]]:
+                    with contextlib.suppress(OSError):  # not empty: the run wrote something
+                        os.rmdir(folder)
+
+    def _record(self) -> bytes:
+        now = time.time()
+        record = {**self._holder, "renewed_at": iso_time(now), "expires_at": now + self._ttl}
+        return (json.dumps(record, indent=1) + "\n").encode()
+
+    def _create(self, fs: Any, path: str, stale: dict | None) -> bool:
+        if isinstance(fs, LocalFileSystem):
+            state_dir = folder = os.path.dirname(os.path.abspath(path))
+            while not os.path.exists(folder) and folder != os.path.dirname(folder):
+                self._made.append(folder)
+                folder = os.path.dirname(folder)
+            os.makedirs(state_dir, exist_ok=True)
+            if stale is not None and not _move_aside(path, stale):
+                return False
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(self._record())
+                f.flush()
+                os.fsync(f.fileno())
+            return True
+        fs.pipe(path, self._record())
+        time.sleep(1.0)  # let a racing writer's lock land, then see whose lock stuck
+        fs.invalidate_cache()
+        current = self._read(fs, path)
+        return current is not None and current.get("token") == self._holder["token"]
+
+    def _renew(self) -> None:
+        interval = min(LOCK_RENEW_SECONDS, self._ttl / 3)
+        while not self._stop.wait(interval):
+            try:
+                fs, path = storage.filesystem(self.uri, self._storage_options)
+                current = self._read(fs, path)
+                if current is None or current.get("token") != self._holder["token"]:
+                    log.error(
+                        "the lock %s was taken over by another run; this run's output may mix", self.uri
+                    )
+                    return
+                record = self._record()
+                storage.write_atomic(self.uri, lambda f, r=record: f.write(r), self._storage_options)
+            except Exception as exc:  # a renewal that fails is retried; the run itself goes on
+                log.warning("could not renew the lock %s: %s", self.uri, exc)
+
+    @staticmethod
+    def _read(fs: Any, path: str) -> dict | None:
+        try:
+            fs.invalidate_cache()
+            return json.loads(fs.cat_file(path))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return {"token": None, "expires_at": 0}  # unreadable (a torn write on a store): stale
+
+
+def _holder_record(run_id: str) -> dict[str, Any]:
+    import psutil
+
+    pid = os.getpid()
+    return {
+        "run_id": run_id,
+        "host": socket.gethostname(),
+        "pid": pid,
+        "pid_started": psutil.Process(pid).create_time(),
+        "acquired_at": iso_time(time.time()),
+        "token": uuid.uuid4().hex,
+    }
+
+
+def is_stale(record: Mapping[str, Any], now: float | None = None) -> bool:
+    import psutil
+
+    if float(record.get("expires_at") or 0) < (now or time.time()):
+        return True
+    if record.get("host") != socket.gethostname():
+        return False
+    try:
+        process = psutil.Process(int(record.get("pid")))
+        return abs(process.create_time() - float(record.get("pid_started") or 0)) > 1.0
+    except (psutil.NoSuchProcess, TypeError, ValueError):
+        return True
+
+
+def _move_aside(path: str, stale: Mapping[str, Any]) -> bool:
+    """Moves a stale lock out of the way, unless another run replaced it in the meantime."""
+    aside = f"{path}.{uuid.uuid4().hex}.stale"
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return True
+    try:
+        with open(aside, "rb") as f:
+            moved = json.loads(f.read() or b"{}")
+    except ValueError:
+        moved = {}
+    if moved.get("token") != stale.get("token"):  # a fresh lock: put it back
+        with contextlib.suppress(FileExistsError):
+            os.link(aside, path)
+        os.remove(aside)
+        return False
+    os.remove(aside)
+    return True
+
+
+def _locked_message(uri: str, holder: Mapping[str, Any]) -> str:
+    expires = iso_time(float(holder.get("expires_at") or 0))
+    return (
+        f"output.path is in use by run {holder.get('run_id')} "
+        f"(pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('acquired_at')}); "
+        f"its lock {uri} expires at {expires} unless renewed. Wait for that run to end; if it is dead "
+        "on another machine, delete the lock file"
+    )
+
+
+def iso_time(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="seconds")
