@@ -172,7 +172,7 @@ class FaultProxy:
         self.max_in_a_row = max_in_a_row
         self.seed = seed
         self.deny: set[str] = set()
-        self.on_request: Callable[[str, str], None] | None = None  # sees (method, path) before the reply
+        self.on_request: Callable[[str, str], None] | None = None  # sees (method, path) before any decision
         self.counts: Counter[str] = Counter()
         self.requests = 0
         self.log: list[tuple[str, str]] = []  # (method, path) of every request, in arrival order
@@ -194,10 +194,9 @@ class FaultProxy:
     def decide(self, method: str, target: str, headers: http.client.HTTPMessage) -> str | None:
         """The fault to inject into this request, or None to pass it through."""
         path = urllib.parse.urlsplit(target).path
-        denied = self._bucket(path) in self.deny
         if self.on_request:
             self.on_request(method, urllib.parse.unquote(path))
-        if denied:
+        if self._bucket(path) in self.deny:
             with self._lock:
                 self.log.append((method, urllib.parse.unquote(path)))
             return "deny"

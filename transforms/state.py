@@ -418,6 +418,13 @@ class OutputLock:
         self.release()
 
     def acquire(self) -> None:
+        try:
+            self._acquire()
+        except OSError as exc:  # the store refused: say so in one line, before anything runs
+            reason = storage.describe(exc)
+            raise SetupError(f"output.path: cannot take the lock {self.uri}: {reason}") from exc
+
+    def _acquire(self) -> None:
         fs, path = storage.filesystem(self.uri, self._storage_options)
         for _ in range(5):
             current = self._read(fs, path)
@@ -442,9 +449,13 @@ class OutputLock:
             self._renewer.join(timeout=5)
             self._renewer = None
             fs, path = storage.filesystem(self.uri, self._storage_options)
-            current = self._read(fs, path)
-            if current is not None and current.get("token") == self._holder["token"]:
-                _remove(self.uri, self._storage_options)
+            try:
+                current = self._read(fs, path)
+                if current is not None and current.get("token") == self._holder["token"]:
+                    _remove(self.uri, self._storage_options)
+            except OSError as exc:  # the store refuses now (a policy changed under the run)
+                log.warning("could not release the lock %s (%s); it expires by itself", self.uri, exc)
+                return
             if isinstance(fs, LocalFileSystem):  # a run that stopped before writing leaves no trace
                 for folder in [os.path.dirname(os.path.abspath(path)), *self._made[1:]]:
                     with contextlib.suppress(OSError):  # not empty: the run wrote something

@@ -82,7 +82,7 @@ class Outputs:
         self.errors = [r for f in errors for r in pq.read_table(f).to_pylist()]
         self.summary = json.loads((directory / "_SUMMARY.json").read_text())
         self.metadata = [pq.read_metadata(f).metadata for f in self.files]
-        self.leftovers = [p.name for p in directory.rglob("*") if p.is_file() and not _is_output(p)]
+        self.leftovers = [p.name for p in directory.rglob("*") if _is_leftover(p.name)]
 
     def by_place(self, rows: list[dict]) -> dict[tuple[str, int, str], dict]:
         """Rows keyed by (shard file name, offset, stage), the same wherever the shards were stored."""
@@ -94,8 +94,9 @@ class Outputs:
         return keyed
 
 
-def _is_output(path: Path) -> bool:
-    return path.name == "_SUMMARY.json" or (path.name.startswith("part-") and path.suffix == ".parquet")
+def _is_leftover(name: str) -> bool:
+    """A temporary file of an atomic write, or the probe of the write check."""
+    return name.startswith(WRITE_CHECK_PREFIX) or name.endswith((".tmp", ".partial"))
 
 
 def fetch(store, url: str, local: Path) -> Outputs:
@@ -273,27 +274,27 @@ def test_a_denied_output_ends_the_run_before_it_starts(
 
 
 def test_a_write_refused_mid_run_ends_it_naming_the_file(s3_store, models_dir, write_config, tmp_path):
-    """The output bucket accepts the check before the run, then refuses every request (its policy changed
-    under the run): the run stops at the first refused write, and says which file it could not write."""
+    """The output bucket accepts everything until the first shard's data file, then refuses every request
+    (its policy changed under the run): the run stops at that write, and says which file it was."""
     proxy = FaultProxy(s3_store, rate=0.0)
     proxy.start()
     try:
         bucket, out_bucket = s3_store.new_bucket("in"), s3_store.new_bucket("out")
         s3_store.put(f"{bucket}/docs.jsonl", (corpus_lines(20) + "\n").encode())
 
-        def refuse_after_the_check(method: str, path: str) -> None:
-            if method == "PUT" and WRITE_CHECK_PREFIX in path:
+        def refuse_from_the_first_data_file(method: str, path: str) -> None:
+            if method == "PUT" and "/part-" in path:
                 proxy.deny.add(out_bucket)
 
-        proxy.on_request = refuse_after_the_check
+        proxy.on_request = refuse_from_the_first_data_file
         models = {m: str(models_dir / m) for m in ("classifier", "ner")}
         cfg = run_config([proxy.store.url(bucket, "*.jsonl")], models, proxy.store.url(out_bucket, "out"))
         result = run_cli("run", "--config", str(write_config(cfg)), env=proxy.store.env)
     finally:
         proxy.stop()
     assert result.returncode == 1, result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    file = rf"s3://{out_bucket}/out/(_errors/)?part-[0-9a-f]{{16}}\.parquet"
+    (last,) = [line for line in result.stderr.splitlines() if line.startswith("distilbeam: error:")]
+    file = rf"s3://{out_bucket}/out/part-[0-9a-f]{{16}}\.parquet"
     assert re.match(f"distilbeam: error: the pipeline failed: cannot write {file}: access denied", last), last
 
 
