@@ -4,7 +4,8 @@ on ports the OS picks; the fixtures start them once per test session and stop th
 
 Clients find the servers through the variables they read in production: ``AWS_ENDPOINT_URL`` (with
 ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``) for S3, ``STORAGE_EMULATOR_HOST``
-for GCS. The fixtures set them in this process; ``Store.env`` gives them to a child process."""
+for GCS. ``s3_store`` and ``gcs_store`` set them for the test that asks (with fresh clients, since fsspec
+reuses clients across tests); ``Store.env`` gives them to a child process."""
 
 from __future__ import annotations
 
@@ -107,23 +108,46 @@ def start_gcs() -> tuple[Store, object]:
 
 
 @pytest.fixture(scope="session")
-def s3_store() -> Iterator[Store]:
+def s3_server() -> Iterator[Store]:
     store, server = start_s3()
-    saved = {k: os.environ.get(k) for k in store.env}
-    os.environ.update(store.env)
     yield store
-    _restore(saved)
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def gcs_store() -> Iterator[Store]:
+def gcs_server() -> Iterator[Store]:
     store, server = start_gcs()
-    saved = {k: os.environ.get(k) for k in store.env}
-    os.environ.update(store.env)
     yield store
-    _restore(saved)
     server.stop()
+
+
+@pytest.fixture
+def s3_store(s3_server, monkeypatch) -> Iterator[Store]:
+    """The session's S3 server, with the environment pointing this test's clients at it."""
+    yield from _use(s3_server, monkeypatch)
+
+
+@pytest.fixture
+def gcs_store(gcs_server, monkeypatch) -> Iterator[Store]:
+    """The session's GCS emulator, with the environment pointing this test's clients at it."""
+    yield from _use(gcs_server, monkeypatch)
+
+
+def _use(store: Store, monkeypatch) -> Iterator[Store]:
+    for key, value in store.env.items():
+        monkeypatch.setenv(key, value)
+    _forget_clients()
+    yield store
+    _forget_clients()
+
+
+def _forget_clients() -> None:
+    """fsspec reuses one client per set of arguments, made with the environment of its day: after a test
+    that pointed the environment at another server, the next one needs new clients."""
+    import fsspec
+
+    for protocol in ("s3", "gs"):
+        fsspec.get_filesystem_class(protocol).clear_instance_cache()
 
 
 @pytest.fixture(params=["s3", "gs"])
@@ -138,14 +162,6 @@ def fault_proxy(store) -> Iterator[FaultProxy]:
     proxy.start()
     yield proxy
     proxy.stop()
-
-
-def _restore(saved: dict[str, str | None]) -> None:
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
 
 
 # -- fault injection ---------------------------------------------------------------------------------------
