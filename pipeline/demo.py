@@ -55,7 +55,7 @@ def build_tokenizer(out: Path, texts: Iterable[str], vocab_size: int = 1500, low
     )
     with tempfile.TemporaryDirectory() as tmp:
         wordpiece.save_model(tmp)
-        tokenizer = DistilBertTokenizerFast(vocab_file=str(Path(tmp) / "vocab.txt"), do_lower_case=lowercase)
+        tokenizer = DistilBertTokenizerFast(vocab=str(Path(tmp) / "vocab.txt"), do_lower_case=lowercase)
         tokenizer.model_max_length = 512
         tokenizer.save_pretrained(str(out))
 
