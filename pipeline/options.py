@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, PortableOptions
 
 
 def beam_flags(section: Mapping[str, Any]) -> list[str]:
@@ -31,4 +31,5 @@ def worker_processes(options: PipelineOptions) -> int:
     direct = options.view_as(DirectOptions)
     if direct.direct_running_mode == "multi_processing":
         return max(1, direct.direct_num_workers or 1)
-    return 1
+    parallelism = int(options.view_as(PortableOptions).sdk_worker_parallelism or 1)  # 0: the runner's choice
+    return max(1, parallelism)

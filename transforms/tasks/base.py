@@ -1,25 +1,42 @@
 """What every task kind shares: its settings' common keys and a Beam ``ModelHandler`` that loads the model
 once per worker process, turns a batch of tokenized documents into padded model inputs, runs the model under
 ``torch.inference_mode`` and isolates failures by splitting the batch, so one bad document cannot take its
-neighbours down."""
+neighbours down. On a GPU a call that runs out of memory is split and retried instead."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
-from collections.abc import Iterable, Sequence
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
 from transforms import models
-from transforms.batching import Batch, Tokenized, windows
+from transforms.batching import (
+    CALL_OVERHEAD_TOKENS,
+    Batch,
+    Tokenized,
+    device_kind,
+    plan_slices,
+    resolve_max_tokens,
+    windows,
+)
 from transforms.schema import Failure
 
 log = logging.getLogger(__name__)
+
+# One model call at a time per process on a CPU: torch already spreads each call over the threads it was
+# given (the cores divided between worker processes), so Beam threads running calls side by side would only
+# oversubscribe the cores. On a GPU calls may overlap: one thread's host work hides another's transfer.
+_CPU_CALLS = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +67,8 @@ class Runtime:
         import torch
 
         if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
+            # int8 is dynamic quantisation of the linear layers, which runs on the CPU only.
+            return "cuda" if torch.cuda.is_available() and self.precision != "int8" else "cpu"
         return self.device
 
     def threads(self) -> int:
@@ -71,6 +89,10 @@ class Loaded:
     tokenizer: Any
     id2label: dict[int, str]
     problem_type: str | None
+    max_tokens: int = 2048  # padded tokens per model call
+    call_overhead: int = CALL_OVERHEAD_TOKENS["cpu"]  # see ``plan_slices``
+    load_started: float = 0.0  # time.monotonic() when loading began, for the start-up metric
+    first_call_done: bool = False
 
 
 class TaskHandler(ModelHandler):
@@ -84,7 +106,7 @@ class TaskHandler(ModelHandler):
         name: str,
         settings: TaskSettings,
         runtime: Runtime,
-        max_tokens: int,
+        max_tokens: int | str,
         max_length: int,
         frame: tuple[list[int], list[int]],
     ):
@@ -92,7 +114,7 @@ class TaskHandler(ModelHandler):
         self.name = name
         self.settings = settings
         self.runtime = runtime
-        self.max_tokens = max_tokens
+        self.max_tokens = max_tokens  # padded tokens per model call, or "auto": chosen by device
         # Resolved when the pipeline is built: tokens per window (see ``resolve_max_length``), and the
         # special token ids framing each window (see ``models.special_frame``).
         self.max_length = max_length
@@ -108,21 +130,27 @@ class TaskHandler(ModelHandler):
         import torch
         import transformers
 
+        started = time.monotonic()
         torch.set_num_threads(self.runtime.threads())
         path = models.local_dir(self.settings.ref)
         tokenizer = models.load_tokenizer(path)
         model = models.load_model(path, getattr(transformers, self.auto_class_name), self.settings.ref)
         device = self.runtime.resolve_device()
+        if self.runtime.precision == "int8":
+            model = quantize_int8(model)
         model.to(device)
         autocast = None
         if device.startswith("cuda") and self.runtime.precision in ("auto", "fp16", "bf16"):
             autocast = torch.bfloat16 if self.runtime.precision == "bf16" else torch.float16
+        max_tokens = resolve_max_tokens(self.max_tokens, device)
         log.info(
-            "task %s: loaded %s on %s (%d threads)",
+            "task %s: loaded %s on %s (%s, %d threads, %d tokens per call)",
             self.name,
             self.settings.model,
             device,
+            self.runtime.precision,
             torch.get_num_threads(),
+            max_tokens,
         )
         return Loaded(
             model=model,
@@ -132,6 +160,9 @@ class TaskHandler(ModelHandler):
             tokenizer=tokenizer,
             id2label={int(k): v for k, v in model.config.id2label.items()},
             problem_type=getattr(model.config, "problem_type", None),
+            max_tokens=max_tokens,
+            call_overhead=CALL_OVERHEAD_TOKENS[device_kind(device)],
+            load_started=started,
         )
 
     def run_inference(
@@ -144,6 +175,10 @@ class TaskHandler(ModelHandler):
             todo, self._annotate_isolated([batch.items[i] for i in todo], model), strict=True
         ):
             results[i] = result
+        if not model.first_call_done:
+            model.first_call_done = True
+            startup_ms = int(1000 * (time.monotonic() - model.load_started))
+            Metrics.distribution(self.get_metrics_namespace(), "startup_ms").update(startup_ms)
         return [batch.with_results(self.name, results)]
 
     def should_skip_batching(self) -> bool:
@@ -234,44 +269,98 @@ class TaskHandler(ModelHandler):
         return rows, owners
 
     def forward(self, rows: Sequence[np.ndarray], model: Loaded) -> list[np.ndarray]:
-        """Logits per row, float32, trimmed to the row's own length. Rows run in slices that keep to the
-        token budget, each padded only to its own longest row."""
+        """Logits per row, float32, trimmed to the row's own length. Rows run in calls cut by
+        ``plan_slices`` (sorted by length, padded only to each call's longest row, under the token budget).
+        On a GPU the next call is queued before the previous one's logits are copied back, so host work
+        overlaps the device's; a call that runs out of device memory is split in halves and retried."""
+        namespace = self.get_metrics_namespace()
+        out: list[np.ndarray] = [None] * len(rows)  # type: ignore[list-item]
+        started = time.perf_counter()
+        busy_ms = 0.0
+        real = computed = 0
+        pending: list[tuple[list[int], Any, Any]] = []
+        for chunk in plan_slices([len(r) for r in rows], model.max_tokens, model.call_overhead):
+            for piece, logits, timing in self._launch(chunk, rows, model):
+                real += sum(len(rows[i]) for i in piece)
+                computed += len(piece) * max(len(rows[i]) for i in piece)
+                pending.append((piece, logits, timing))
+                if len(pending) > 1:
+                    busy_ms += _collect(pending.pop(0), rows, out)
+        while pending:
+            busy_ms += _collect(pending.pop(0), rows, out)
+        Metrics.counter(namespace, "real_tokens").inc(real)
+        Metrics.counter(namespace, "computed_tokens").inc(computed)
+        Metrics.counter(namespace, "forward_ms").inc(int(1000 * (time.perf_counter() - started)))
+        if model.device.startswith("cuda"):
+            Metrics.counter(namespace, "gpu_busy_ms").inc(int(busy_ms))
+        return out
+
+    def _launch(
+        self, chunk: list[int], rows: Sequence[np.ndarray], model: Loaded
+    ) -> Iterator[tuple[list[int], Any, Any]]:
+        """Starts the model on ``chunk``: (rows, logits on the device, CUDA events or None) per call made.
+        Out of device memory, the chunk is split in halves (each still sorted, so no extra padding)."""
         import torch
 
-        out: list[np.ndarray] = [None] * len(rows)  # type: ignore[list-item]
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-        start = 0
-        while start < len(order):
-            longest = len(rows[order[start]])
-            stop = start
-            while stop < len(order):
-                longest = max(longest, len(rows[order[stop]]))
-                if stop > start and (stop - start + 1) * longest > self.max_tokens:
-                    break
-                stop += 1
-            chunk = order[start:stop]
-            width = max(len(rows[i]) for i in chunk)
-            ids = np.full((len(chunk), width), model.pad_id, dtype=np.int64)
-            mask = np.zeros((len(chunk), width), dtype=np.int64)
-            for r, i in enumerate(chunk):
-                ids[r, : len(rows[i])] = rows[i]
-                mask[r, : len(rows[i])] = 1
-            with torch.inference_mode():
-                ids_t = torch.from_numpy(ids)
-                mask_t = torch.from_numpy(mask)
-                if model.device != "cpu":
-                    ids_t = ids_t.pin_memory().to(model.device, non_blocking=True)
-                    mask_t = mask_t.pin_memory().to(model.device, non_blocking=True)
-                if model.autocast_dtype is not None:
-                    with torch.autocast(device_type="cuda", dtype=model.autocast_dtype):
-                        logits = model.model(input_ids=ids_t, attention_mask=mask_t).logits
-                else:
-                    logits = model.model(input_ids=ids_t, attention_mask=mask_t).logits
-                logits = logits.float().cpu().numpy()
-            for r, i in enumerate(chunk):
-                out[i] = logits[r, : len(rows[i])] if logits.ndim == 3 else logits[r]
-            start = stop
-        return out
+        try:
+            yield (chunk, *self._call(chunk, rows, model))
+        except torch.OutOfMemoryError:
+            if len(chunk) == 1:
+                raise
+            Metrics.counter(self.get_metrics_namespace(), "oom_splits").inc()
+            log.warning("task %s: out of memory on %d rows; retrying in halves", self.name, len(chunk))
+            _release_accelerator_memory(model)
+            half = len(chunk) // 2
+            yield from self._launch(chunk[:half], rows, model)
+            yield from self._launch(chunk[half:], rows, model)
+
+    def _call(self, chunk: list[int], rows: Sequence[np.ndarray], model: Loaded) -> tuple[Any, Any]:
+        import torch
+
+        width = max(len(rows[i]) for i in chunk)
+        ids = np.full((len(chunk), width), model.pad_id, dtype=np.int64)
+        mask = np.zeros((len(chunk), width), dtype=np.int64)
+        for r, i in enumerate(chunk):
+            ids[r, : len(rows[i])] = rows[i]
+            mask[r, : len(rows[i])] = 1
+        ids_t = torch.from_numpy(ids)
+        mask_t = torch.from_numpy(mask)
+        if model.device == "cpu":
+            with _CPU_CALLS, torch.inference_mode():
+                return model.model(input_ids=ids_t, attention_mask=mask_t).logits, None
+        with torch.inference_mode():
+            ids_t = ids_t.pin_memory().to(model.device, non_blocking=True)
+            mask_t = mask_t.pin_memory().to(model.device, non_blocking=True)
+            events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            events[0].record()
+            with torch.autocast(
+                device_type="cuda", dtype=model.autocast_dtype, enabled=model.autocast_dtype is not None
+            ):
+                logits = model.model(input_ids=ids_t, attention_mask=mask_t).logits
+            events[1].record()
+            return logits, events
+
+
+def _collect(call: tuple[list[int], Any, Any], rows: Sequence[np.ndarray], out: list[np.ndarray]) -> float:
+    """Copies a call's logits back into ``out`` (waiting for the device); the device time it took, in ms."""
+    chunk, logits, events = call
+    values = logits.cpu().float().numpy()  # to the host first: no device memory for the conversion
+    for r, i in enumerate(chunk):
+        out[i] = values[r, : len(rows[i])] if values.ndim == 3 else values[r]
+    if events is None:
+        return 0.0
+    return events[0].elapsed_time(events[1])
+
+
+def quantize_int8(model: Any) -> Any:
+    """Dynamic int8 quantisation of every linear layer (weights int8, activations quantised per call): about
+    a quarter of the weight memory and faster matrix multiplies on CPUs with int8 dot-product
+    instructions, at a small cost in accuracy (see the README's Performance section)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch points at torchao; the eager API is what runs here
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def resolve_max_length(settings: TaskSettings, config: dict[str, Any], tokenizer: Any) -> int:
