@@ -2,6 +2,7 @@
 
     distilbeam run --config FILE [--set dotted.key=value ...] [--force] [Beam flags ...]
     distilbeam demo-models DIR
+    distilbeam bench [--docs N | --quick | --corpus FILE] [--out FILE]
 
 Flags ``run`` does not know are Beam's and go to ``PipelineOptions`` untouched. Exit status: 0 when every
 document was written or dead-lettered, 1 when the run failed or lost track of a document, 2 for a mistake
@@ -15,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline import config
+from pipeline import bench, config, metrics
 from pipeline.options import pipeline_options, worker_processes
 from transforms import SetupError, storage
 from transforms.write import ERRORS_DIR, SUMMARY_FILE
@@ -32,8 +33,13 @@ def main(argv: list[str] | None = None) -> int:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
     )
     run_p.add_argument("--force", action="store_true", help="replace earlier outputs in output.path")
+    run_p.add_argument(
+        "--metrics", metavar="FILE", help="write the run's metrics (tokens, padding, model time) as JSON"
+    )
     demo_p = commands.add_parser("demo-models", help="write small random-weight models for offline runs")
     demo_p.add_argument("dir", type=Path)
+    bench_p = commands.add_parser("bench", help="time distilbeam against the stock approaches")
+    bench.add_arguments(bench_p)
     args, rest = parser.parse_known_args(argv)
     _configure_logging()
     try:
@@ -41,13 +47,23 @@ def main(argv: list[str] | None = None) -> int:
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")
             return demo_models(args.dir)
-        return run(args.config, args.set, args.force, rest)
+        if args.command == "bench":
+            if rest:
+                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            return bench.main(args)
+        return run(args.config, args.set, args.force, rest, args.metrics)
     except SetupError as exc:
         print(f"distilbeam: error: {exc}", file=sys.stderr)
         return 2
 
 
-def run(config_path: str, overrides: list[str], force: bool, beam_argv: list[str]) -> int:
+def run(
+    config_path: str,
+    overrides: list[str],
+    force: bool,
+    beam_argv: list[str],
+    metrics_path: str | None = None,
+) -> int:
     import apache_beam as beam
 
     from pipeline.graph import build
@@ -60,7 +76,9 @@ def run(config_path: str, overrides: list[str], force: bool, beam_argv: list[str
     log.info("annotating %d shards with %d tasks into %s", len(plan.shards), len(cfg.tasks), cfg.output.path)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, plan)
-    state = pipeline.run().wait_until_finish()
+    result = pipeline.run()
+    state = result.wait_until_finish()
+    metrics.report(result, metrics_path)
     summary = read_summary(cfg.output.path, cfg.output.storage_options)
     if summary is None:
         print(f"distilbeam: pipeline ended in state {state}; no summary was written", file=sys.stderr)
