@@ -46,6 +46,16 @@ MODEL_SIZES = {
     "base": {"dim": 768, "n_layers": 6, "n_heads": 12, "hidden_dim": 3072},
     "tiny": {"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64},  # for tests of the command itself
 }
+DEFINITIONS = {
+    "docs_per_s": "documents / timed_s: the inference loop for (a), the whole process for (b) and (c)",
+    "docs_per_cpu_s": "documents / CPU seconds (user + system) of the same span, all threads",
+    "real_tokens": "non-padding tokens fed to the model, [CLS] and [SEP] included",
+    "padding_fraction": "1 - real_tokens / computed_tokens (rows x padded length, over every model call)",
+    "mfu": "model FLOPs on real tokens / timed_s / the matmul ceiling measured at the start of the run",
+    "mfu_in_model": "the same over the time spent in the model's forward calls only",
+    "startup_s": "from the start of loading the model(s) to the end of the first model call",
+    "peak_rss_mb": "largest resident set of the run's process (or of its worker processes)",
+}
 TARGETS = {  # name: (what is compared, least value)
     "c_over_a_classify": ("docs/s, distilbeam end to end / transformers.pipeline, classify", 4.0),
     "c_over_a_classify_ner": ("docs/s, distilbeam end to end / transformers.pipeline, classify + ner", 3.5),
@@ -214,17 +224,19 @@ def task_rows(n_tokens: Sequence[int], kind: str, max_length: int = 512) -> list
 def matmul_ceiling(
     shape: ModelShape, rows: int, device: str, repeats: int = 5, seconds: float = 1.0
 ) -> dict[str, Any]:
-    """GFLOP/s of the encoder's own fp32 matrix multiplies ([rows, dim] x [dim, dim] four times, then
+    """GFLOP/s of the encoder's own matrix multiplies (fp32 on a CPU; fp16 on a GPU, as distilbeam's
+    autocast runs them there) ([rows, dim] x [dim, dim] four times, then
     [rows, dim] x [dim, hidden] and back), best of ``repeats`` runs of about ``seconds`` each. Outputs go
     to preallocated tensors, so only the multiplies are timed."""
     import torch
 
     dev = torch.device(device)
-    x = torch.randn(rows, shape.dim, device=dev)
-    h = torch.randn(rows, shape.hidden, device=dev)
-    square = torch.randn(shape.dim, shape.dim, device=dev)
-    up = torch.randn(shape.dim, shape.hidden, device=dev)
-    down = torch.randn(shape.hidden, shape.dim, device=dev)
+    dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    x = torch.randn(rows, shape.dim, device=dev, dtype=dtype)
+    h = torch.randn(rows, shape.hidden, device=dev, dtype=dtype)
+    square = torch.randn(shape.dim, shape.dim, device=dev, dtype=dtype)
+    up = torch.randn(shape.dim, shape.hidden, device=dev, dtype=dtype)
+    down = torch.randn(shape.hidden, shape.dim, device=dev, dtype=dtype)
     flops_per_layer = 2 * rows * (4 * shape.dim * shape.dim + 2 * shape.dim * shape.hidden)
 
     out_square, out_up = torch.empty_like(x), torch.empty_like(h)
@@ -248,7 +260,12 @@ def matmul_ceiling(
     timed(1)
     layers = max(1, math.ceil(seconds / max(timed(1), 1e-6)))  # each run lasts about ``seconds``
     results = [layers * flops_per_layer / timed(layers) / 1e9 for _ in range(repeats)]
-    return {"gflops": round(max(results), 1), "runs": [round(r, 1) for r in results], "rows": rows}
+    return {
+        "gflops": round(max(results), 1),
+        "runs": [round(r, 1) for r in results],
+        "rows": rows,
+        "dtype": str(dtype).removeprefix("torch."),
+    }
 
 
 # -- running children ----------------------------------------------------------------------------------------
@@ -333,9 +350,9 @@ def child_transformers(spec: dict[str, Any]) -> dict[str, Any]:
 
     pipe.model.register_forward_pre_hook(before, with_kwargs=True)
     pipe.model.register_forward_hook(after, with_kwargs=True)
-    loop_started = time.perf_counter()
+    loop_started, loop_cpu = time.perf_counter(), time.process_time()
     outputs = list(pipe(texts, batch_size=HF_BATCH_SIZE, **call_kwargs))
-    loop_s = time.perf_counter() - loop_started
+    loop_s, loop_cpu = time.perf_counter() - loop_started, time.process_time() - loop_cpu
     if spec["kind"] == "classify":
         labels = [o["label"] if isinstance(o, dict) else o[0]["label"] for o in outputs]
     else:
@@ -343,6 +360,7 @@ def child_transformers(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         **counts,
         "timed_s": loop_s,
+        "timed_cpu_s": loop_cpu,
         "load_s": loop_started - load_started,
         "docs": len(texts),
         "labels": labels,
@@ -557,7 +575,8 @@ def run_benchmark(args: argparse.Namespace, work: Path, skip: set[str]) -> dict[
                     ceiling=ceiling_start["gflops"],
                 )
             )
-            startup_ms = max(m.get("startup_ms", {}).get("max", 0) for m in measured)
+            # The first model call of the run (the first task's): every model is loaded by then.
+            startup_ms = min(m["startup_ms"]["max"] for m in measured if "startup_ms" in m)
             result["startup_s"] = round(startup_ms / 1000, 2)
             if device.startswith("cuda"):
                 busy = sum(m.get("gpu_busy_ms", 0) for m in measured) / 1000
@@ -597,6 +616,7 @@ def run_benchmark(args: argparse.Namespace, work: Path, skip: set[str]) -> dict[
                 )
             )
             result["docs_per_s"] = round(len(texts) / got["timed_s"], 3)
+            result["docs_per_cpu_s"] = round(len(texts) / got["timed_cpu_s"], 3)
             result["timed"] = "inference loop only (imports and model load excluded)"
             result["startup_s"] = round(got["first_batch_s"] or 0, 2)
             result["labels"] = got["labels"]
@@ -680,13 +700,14 @@ def run_benchmark(args: argparse.Namespace, work: Path, skip: set[str]) -> dict[
             "flops_counted": "linear layers + attention scores and values, on real tokens only",
         },
         "ceiling": {
-            "what": "fp32 matmul at the model's shapes, best of 5; MFU uses the start measurement",
+            "what": "matmul at the model's shapes, best of 5 runs; MFU uses the start measurement",
             "device": device,
             "threads": threads,
             "start": ceiling_start,
             "end": ceiling_end,
         },
         "runs": {name: {k: v for k, v in run.items() if k != "labels"} for name, run in runs.items()},
+        "definitions": DEFINITIONS,
     }
     report["ratios"] = _ratios(runs)
     report["agreement"] = _agreement(runs, outputs, len(texts))
@@ -722,6 +743,7 @@ def _child_summary(child: ChildRun, n_docs: int, timed_s: float | None) -> dict[
     if timed_s is not None:
         out["timed"] = "whole process: interpreter start, imports, pipeline start, model load, I/O"
         out["docs_per_s"] = round(n_docs / timed_s, 3)
+        out["docs_per_cpu_s"] = round(n_docs / child.cpu_s, 3) if child.cpu_s else None
     if child.returncode != 0:
         out["error"] = child.stderr_tail
     return out
@@ -767,6 +789,16 @@ def _ratios(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if rate("a_classify") and rate("a_ner"):
         docs = runs["a_classify"]["docs"]
         a_both = docs / (runs["a_classify"]["timed_s"] + runs["a_ner"]["timed_s"])
+
+    def cpu_rate(name: str) -> float | None:
+        run = runs.get(name)
+        return run.get("docs_per_cpu_s") if run and run.get("returncode") == 0 else None
+
+    out_cpu = {
+        "c_over_a_classify": ratio(cpu_rate("c_classify"), cpu_rate("a_classify")),
+        "c_over_b_classify": ratio(cpu_rate("c_classify"), cpu_rate("b_classify")),
+        "c_int8_over_a_classify": ratio(cpu_rate("c_classify_int8"), cpu_rate("a_classify")),
+    }
     out = {
         "c_over_a_classify": ratio(rate("c_classify"), rate("a_classify")),
         "c_over_a_classify_ner": ratio(rate("c_classify_ner"), a_both),
@@ -777,6 +809,9 @@ def _ratios(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
     if a_both:
         out["a_classify_ner_docs_per_s"] = round(a_both, 3)
+    # The same by CPU seconds (kernel accounting) rather than wall seconds: less moved by other processes
+    # taking cores during the run, though a busy machine still inflates both.
+    out["by_cpu_time"] = out_cpu
     full, quarter = runs.get("c_classify"), runs.get("c_classify_quarter")
     if full and quarter and full.get("returncode") == 0 and quarter.get("returncode") == 0:
         out["scaling_time_4x_docs"] = round(full["process_wall_s"] / quarter["process_wall_s"], 2)
@@ -939,7 +974,8 @@ def print_report(report: dict[str, Any]) -> None:
         f"{corpus['tokens_per_doc']}, {corpus['share_over_510_tokens']:.1%} over 510 tokens"
     )
     start, end = ceiling["start"]["gflops"], ceiling["end"]["gflops"]
-    print(f"fp32 matmul ceiling: {start} GFLOP/s (end of run: {end})")
+    dtype = ceiling["start"]["dtype"]
+    print(f"{dtype} matmul ceiling: {start} GFLOP/s (end of run: {end})")
     header = f"{'run':22} {'docs/s':>8} {'tokens/s':>9} {'padding':>8} {'MFU':>6} {'in model':>9}"
     header += f" {'RSS MB':>7}"
     print("\n" + header)

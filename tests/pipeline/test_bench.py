@@ -27,6 +27,7 @@ RUN_FIELDS = {
     "process_cpu_s",
     "peak_rss_mb",
     "docs_per_s",
+    "docs_per_cpu_s",
     "timed",
     "timed_s",
     "real_tokens",
@@ -82,6 +83,8 @@ def test_bench_runs_every_approach_and_reports_every_figure(tmp_path):
     assert ratios["c_over_b_classify"] == pytest.approx(rate["c_classify"] / rate["b_classify"], rel=0.01)
     a_both = 12 / (runs["a_classify"]["timed_s"] + runs["a_ner"]["timed_s"])
     assert ratios["c_over_a_classify_ner"] == pytest.approx(rate["c_classify_ner"] / a_both, rel=0.02)
+    assert set(ratios["by_cpu_time"]) == {"c_over_a_classify", "c_over_b_classify", "c_int8_over_a_classify"}
+    assert all(v > 0 for v in ratios["by_cpu_time"].values())
     assert ratios["scaling_time_4x_docs"] > 0
     assert ratios["scaling_docs"] == [3, 12]
 
@@ -93,6 +96,7 @@ def test_bench_runs_every_approach_and_reports_every_figure(tmp_path):
     assert 0 <= agreement["int8_entity_f1"] <= 1
 
     assert report["ceiling"]["start"]["gflops"] > 0 and report["ceiling"]["end"]["gflops"] > 0
+    assert report["ceiling"]["start"]["dtype"] == "float32"
     assert report["corpus"]["docs"] == 12
     assert report["model"]["vocab"] == 30522
     assert report["machine"]["cores"] >= 1 and report["machine"]["device"] == "cpu"

@@ -175,10 +175,6 @@ class TaskHandler(ModelHandler):
             todo, self._annotate_isolated([batch.items[i] for i in todo], model), strict=True
         ):
             results[i] = result
-        if not model.first_call_done:
-            model.first_call_done = True
-            startup_ms = int(1000 * (time.monotonic() - model.load_started))
-            Metrics.distribution(self.get_metrics_namespace(), "startup_ms").update(startup_ms)
         return [batch.with_results(self.name, results)]
 
     def should_skip_batching(self) -> bool:
@@ -286,14 +282,23 @@ class TaskHandler(ModelHandler):
                 pending.append((piece, logits, timing))
                 if len(pending) > 1:
                     busy_ms += _collect(pending.pop(0), rows, out)
+                    self._first_call_done(model)
         while pending:
             busy_ms += _collect(pending.pop(0), rows, out)
+            self._first_call_done(model)
         Metrics.counter(namespace, "real_tokens").inc(real)
         Metrics.counter(namespace, "computed_tokens").inc(computed)
         Metrics.counter(namespace, "forward_ms").inc(int(1000 * (time.perf_counter() - started)))
         if model.device.startswith("cuda"):
             Metrics.counter(namespace, "gpu_busy_ms").inc(int(busy_ms))
         return out
+
+    def _first_call_done(self, model: Loaded) -> None:
+        """Start-up: from the start of loading the model to the end of its first call."""
+        if not model.first_call_done:
+            model.first_call_done = True
+            startup_ms = int(1000 * (time.monotonic() - model.load_started))
+            Metrics.distribution(self.get_metrics_namespace(), "startup_ms").update(startup_ms)
 
     def _launch(
         self, chunk: list[int], rows: Sequence[np.ndarray], model: Loaded
