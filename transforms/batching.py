@@ -32,6 +32,8 @@ AUTO_MAX_TOKENS = {"cpu": 2048, "cuda": 32768}
 # runs at about M / (M + 48) of the large-call speed); the GPU one is an estimate (launches overlap the
 # previous call, see ``TaskHandler.forward``) chosen to keep padding under 5% on a few thousand documents.
 CALL_OVERHEAD_TOKENS = {"cpu": 48, "cuda": 256}
+# Most padding one model call may carry, as a share of its tokens.
+MAX_PADDING = 0.05
 # A batch (one element between pipeline steps) holds up to this many model calls' worth of tokens, so the
 # model can slice its rows by length with little padding.
 CALLS_PER_BATCH = 8
@@ -111,17 +113,21 @@ def plan_batches(costs: Sequence[tuple[int, int]], max_tokens: int) -> list[list
     return batches
 
 
-def plan_slices(lengths: Sequence[int], max_tokens: int, call_overhead: int) -> list[list[int]]:
+def plan_slices(
+    lengths: Sequence[int], max_tokens: int, call_overhead: int, max_padding: float = MAX_PADDING
+) -> list[list[int]]:
     """Cuts rows into model calls with the least cost, where a call costs its padded tokens (rows x its
-    longest row) plus ``call_overhead``: what a call costs beyond its tokens (launches, small matrices),
-    in tokens. Rows are taken in length order and a call's padded tokens stay within ``max_tokens`` (a row
-    longer than that runs alone). So padding is spent only where it saves a call's overhead, whatever the
-    length mix. Exact (dynamic programming over the sorted rows); returns indices into ``lengths``."""
+    longest row) plus ``call_overhead``: what a call costs beyond its tokens (dispatch, matrices too small
+    to reach the peak), in tokens. Rows are taken in length order; a call's padded tokens stay within
+    ``max_tokens`` (a longer row runs alone) and at most ``max_padding`` of them are padding. So padding is
+    spent only where it saves a call's overhead, and never more than that share, whatever the mix of
+    lengths. Exact (dynamic programming over the sorted rows); returns indices into ``lengths``."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     n = len(order)
     if n == 0:
         return []
     sorted_lengths = np.asarray([lengths[i] for i in order], dtype=np.int64)
+    prefix = np.concatenate([[0], np.cumsum(sorted_lengths)])
     best = np.zeros(n + 1, dtype=np.float64)  # best[j]: least cost of rows [0, j)
     start_of = np.zeros(n + 1, dtype=np.int64)  # where the last call of that best plan starts
     for j in range(1, n + 1):
@@ -129,7 +135,10 @@ def plan_slices(lengths: Sequence[int], max_tokens: int, call_overhead: int) -> 
         fit = max(1, max_tokens // max(1, longest))  # rows a call of this width may hold
         first = max(0, j - fit)
         starts = np.arange(first, j)
-        costs = best[first:j] + (j - starts) * longest + call_overhead
+        padded = (j - starts) * longest
+        costs = best[first:j] + padded + call_overhead
+        padding = padded - (prefix[j] - prefix[first:j])
+        costs[padding > max_padding * padded] = np.inf  # the last start, a row alone, has no padding
         k = int(np.argmin(costs))
         best[j] = costs[k]
         start_of[j] = first + k

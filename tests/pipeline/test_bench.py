@@ -94,6 +94,8 @@ def test_bench_runs_every_approach_and_reports_every_figure(tmp_path):
     assert agreement["transformers_entity_f1"] == 1.0
     assert 0 <= agreement["int8_top_label_agreement"] <= 1
     assert 0 <= agreement["int8_entity_f1"] <= 1
+    trained = agreement["int8_trained_encoder"]
+    assert 0.5 < trained["min"] <= trained["p1"] <= trained["mean"] <= 1.0001
 
     assert report["ceiling"]["start"]["gflops"] > 0 and report["ceiling"]["end"]["gflops"] > 0
     assert report["ceiling"]["start"]["dtype"] == "float32"
