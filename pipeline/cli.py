@@ -3,6 +3,7 @@
     distilbeam run --config FILE [--set dotted.key=value ...] [--force] [--full-refresh] [--detach]
                    [Beam flags ...]
     distilbeam demo-models DIR
+    distilbeam bench [--docs N | --quick | --corpus FILE] [--out FILE]
 
 Flags ``run`` does not know are Beam's and go to ``PipelineOptions`` untouched. Exit status: 0 when every
 document was written or dead-lettered, 1 when the run failed or lost track of a document, 2 for a mistake
@@ -18,7 +19,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from pipeline import config, runs
+from pipeline import bench, config, metrics, runs
 from pipeline.options import pipeline_options, worker_processes
 from transforms import SetupError, state, storage
 from transforms.report import REPORT_HTML, REPORT_MD
@@ -44,8 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="incremental mode: annotate every shard again, whatever the output already holds",
     )
+    run_p.add_argument(
+        "--metrics", metavar="FILE", help="write the run's metrics (tokens, padding, model time) as JSON"
+    )
     demo_p = commands.add_parser("demo-models", help="write small random-weight models for offline runs")
     demo_p.add_argument("dir", type=Path)
+    bench_p = commands.add_parser("bench", help="time distilbeam against the stock approaches")
+    bench.add_arguments(bench_p)
     args, rest = parser.parse_known_args(argv)
     _configure_logging()
     try:
@@ -53,8 +59,18 @@ def main(argv: list[str] | None = None) -> int:
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")
             return demo_models(args.dir)
+        if args.command == "bench":
+            if rest:
+                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            return bench.main(args)
         return run(
-            args.config, args.set, args.force, rest, detach=args.detach, full_refresh=args.full_refresh
+            args.config,
+            args.set,
+            args.force,
+            rest,
+            detach=args.detach,
+            full_refresh=args.full_refresh,
+            metrics_path=args.metrics,
         )
     except state.OutputLocked as exc:
         print(f"distilbeam: error: {exc}", file=sys.stderr)
@@ -72,6 +88,7 @@ def run(
     beam_argv: list[str],
     detach: bool = False,
     full_refresh: bool = False,
+    metrics_path: str | None = None,
 ) -> int:
     from pipeline import runners
 
@@ -80,10 +97,12 @@ def run(
     runners.check_paths(cfg, options)
     run_id = state.new_run_id()
     if runners.is_dry_run(options):  # the job is built and checked; the output is not touched
-        return _launch(cfg, options, run_id, force, full_refresh, detach, dry_run=True)
+        return _launch(cfg, options, run_id, force, full_refresh, detach, dry_run=True, metrics_path=None)
     check_output_folder(cfg.output.path, cfg.output.storage_options, writable=True)
     with state.OutputLock(cfg.output.path, cfg.output.storage_options, run_id):
-        return _launch(cfg, options, run_id, force, full_refresh, detach, dry_run=False)
+        return _launch(
+            cfg, options, run_id, force, full_refresh, detach, dry_run=False, metrics_path=metrics_path
+        )
 
 
 def _launch(
@@ -94,6 +113,7 @@ def _launch(
     full_refresh: bool,
     detach: bool,
     dry_run: bool,
+    metrics_path: str | None,
 ) -> int:
     import apache_beam as beam
 
@@ -134,6 +154,7 @@ def _launch(
             print(f"distilbeam: submitted {runners.job_name(result)}; outputs go to {cfg.output.path}")
             return 0
         result_state = result.wait_until_finish()
+        metrics.report(result, metrics_path)
     except Exception as exc:  # the traceback for whoever debugs it, then what happened, in one line
         traceback.print_exc()
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__

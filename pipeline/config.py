@@ -44,8 +44,8 @@ class InputConfig:
 
 @dataclasses.dataclass(frozen=True)
 class BatchingConfig:
-    # Token budget per micro-batch: padded length x rows.
-    max_tokens: int = 8192
+    # Most padded tokens (rows x longest row) per model call; auto: 2048 on a CPU, 32768 on a GPU.
+    max_tokens: int | Literal["auto"] = "auto"
     # Documents a worker buffers and sorts by length before cutting batches: more means less padding.
     sort_window: int = 4096
 
@@ -53,7 +53,8 @@ class BatchingConfig:
 @dataclasses.dataclass(frozen=True)
 class RuntimeConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    # int8: dynamic quantisation of the linear layers, CPU only (faster, slightly less accurate).
+    precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = "auto"
     # Threads torch uses per worker process; None divides the machine's cores between worker processes.
     torch_threads: int | None = None
 
@@ -156,8 +157,9 @@ def from_dict(data: Mapping[str, Any]) -> Config:
     if not cfg.input.paths:
         raise ConfigError("input.paths: at least one path or glob is needed")
     for key in ("max_tokens", "sort_window"):
-        if getattr(cfg.batching, key) <= 0:
-            raise ConfigError(f"batching.{key}: must be a positive integer, got {getattr(cfg.batching, key)}")
+        value = getattr(cfg.batching, key)
+        if isinstance(value, int) and value <= 0:
+            raise ConfigError(f"batching.{key}: must be a positive integer, got {value}")
     if cfg.input.max_chars <= 0:
         raise ConfigError(f"input.max_chars: must be a positive integer, got {cfg.input.max_chars}")
     if cfg.runtime.torch_threads is not None and cfg.runtime.torch_threads <= 0:
@@ -170,6 +172,8 @@ def from_dict(data: Mapping[str, Any]) -> Config:
             raise ConfigError(f"tasks.{name}.max_length: {message}")
     check_output_outside_inputs(cfg.input.paths, cfg.output.path)
     _check_run_keys(cfg.output)
+    if cfg.runtime.precision == "int8" and cfg.runtime.device.startswith("cuda"):
+        raise ConfigError("runtime.precision: int8 runs on the CPU only; set runtime.device to cpu or auto")
     return cfg
 
 
@@ -258,8 +262,19 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(inner, value, path)
+        inner = [a for a in args if a is not type(None)]
+        for alternative in inner[:-1]:  # e.g. int | Literal["auto"]: the first that fits
+            try:
+                return _coerce(alternative, value, path)
+            except ConfigError:
+                pass
+        try:
+            return _coerce(inner[-1], value, path)
+        except ConfigError:
+            if len(inner) == 1:
+                raise
+        expected = " or ".join(_describe(a) for a in inner)
+        raise ConfigError(f"{path}: expected {expected}, got {value!r}")
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{path}: expected one of {', '.join(map(str, args))}, got {value!r}")
@@ -304,6 +319,12 @@ def _drop_storage_options(node: Any) -> None:
         node.pop("storage_options", None)
         for value in node.values():
             _drop_storage_options(value)
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return " or ".join(map(str, typing.get_args(hint)))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
 
 
 def _kind(value: Any) -> str:

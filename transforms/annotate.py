@@ -33,7 +33,7 @@ class TaskGroup:
 class AnnotateDocuments(beam.PTransform):
     """Documents -> ``annotated`` (one Annotated per document) and ``failed`` (dead-letter rows)."""
 
-    def __init__(self, groups: list[TaskGroup], max_tokens: int, sort_window: int):
+    def __init__(self, groups: list[TaskGroup], max_tokens: int | str, sort_window: int):
         super().__init__()
         self._groups = groups
         self._max_tokens = max_tokens
@@ -45,7 +45,13 @@ class AnnotateDocuments(beam.PTransform):
         for g, group in enumerate(self._groups):
             costs: list[Callable[[int], tuple[int, int]]] = [h.cost for h in group.handlers]
             batched = items | f"TokenizeAndBatch{g}" >> beam.ParDo(
-                BatchDocumentsFn(group.load_tokenizer, costs, self._max_tokens, self._sort_window)
+                BatchDocumentsFn(
+                    group.load_tokenizer,
+                    costs,
+                    self._max_tokens,
+                    self._sort_window,
+                    group.handlers[0].runtime.resolve_device,
+                )
             ).with_outputs("failed", main="batches")
             failed.append(batched.failed)
             batches = batched.batches

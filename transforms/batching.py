@@ -1,9 +1,10 @@
 """Tokenizing once per document and cutting micro-batches by a token budget.
 
 A worker buffers up to ``sort_window`` documents, tokenizes them in one call of the fast tokenizer (without
-special tokens, with character offsets), sorts them by length and cuts batches whose padded size (rows x
-longest row) stays under ``max_tokens``. Each task then builds its own model inputs from the same token ids,
-so several tasks with one tokenizer tokenize once."""
+special tokens, with character offsets), sorts them by length and cuts batches of a few model calls' worth
+of tokens. Each task then builds its own model inputs (rows: windows framed by special tokens) from the same
+token ids, so several tasks with one tokenizer tokenize once, and runs them in calls cut by
+``plan_slices``: padded only to each call's longest row, under the ``max_tokens`` budget."""
 
 from __future__ import annotations
 
@@ -21,6 +22,32 @@ from transforms.schema import Annotated, Failure
 
 # A task's batching cost for a document of n tokens: (rows it feeds the model, padded length of each row).
 CostFn = Callable[[int], tuple[int, int]]
+
+# With ``batching.max_tokens: auto``, the most padded tokens one model call takes, per kind of device: on a
+# CPU, matrix multiplies at DistilBERT's shapes are near their peak from a few hundred rows and lose cache
+# locality past a few thousand; a GPU wants tens of thousands of rows to fill its cores.
+AUTO_MAX_TOKENS = {"cpu": 2048, "cuda": 32768}
+# What one model call costs beyond its tokens, in tokens (Python dispatch, matrices too small to reach the
+# peak): padding is spent only where it saves this much. The CPU figure is measured (a call of M tokens
+# runs at about M / (M + 48) of the large-call speed); the GPU one is an estimate (launches overlap the
+# previous call, see ``TaskHandler.forward``) chosen to keep padding under 5% on a few thousand documents.
+CALL_OVERHEAD_TOKENS = {"cpu": 48, "cuda": 256}
+# Most padding one model call may carry, as a share of its tokens.
+MAX_PADDING = 0.05
+# A batch (one element between pipeline steps) holds up to this many model calls' worth of tokens, so the
+# model can slice its rows by length with little padding.
+CALLS_PER_BATCH = 8
+
+
+def device_kind(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def resolve_max_tokens(max_tokens: int | str, device: str) -> int:
+    """The configured token budget, or the device's own when it is ``auto``."""
+    if isinstance(max_tokens, int):
+        return max_tokens
+    return AUTO_MAX_TOKENS[device_kind(device)]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,42 +93,88 @@ def windows(n_tokens: int, body: int, stride: int | None) -> list[tuple[int, int
 
 
 def plan_batches(costs: Sequence[tuple[int, int]], max_tokens: int) -> list[list[int]]:
-    """Groups document indices into batches: sorted by padded length, each batch's rows x longest row at
-    most ``max_tokens``. A document over the budget on its own gets a batch of its own (the model then
-    runs its rows in slices). Every index appears exactly once."""
+    """Groups document indices into batches: sorted by padded length, each batch's tokens (rows x row
+    length, summed over its documents) at most ``max_tokens``. A document over the budget on its own gets a
+    batch of its own. Every index appears exactly once. The model then runs each batch's rows in slices
+    (see ``plan_slices``), so a batch may hold several model calls' worth of rows."""
     order = sorted(range(len(costs)), key=lambda i: (costs[i][1], costs[i][0]))
     batches: list[list[int]] = []
     current: list[int] = []
-    rows = longest = 0
+    tokens = 0
     for i in order:
         n_rows, length = costs[i]
-        if current and (rows + n_rows) * max(longest, length) > max_tokens:
+        if current and tokens + n_rows * length > max_tokens:
             batches.append(current)
-            current, rows, longest = [], 0, 0
+            current, tokens = [], 0
         current.append(i)
-        rows += n_rows
-        longest = max(longest, length)
+        tokens += n_rows * length
     if current:
         batches.append(current)
     return batches
+
+
+def plan_slices(
+    lengths: Sequence[int], max_tokens: int, call_overhead: int, max_padding: float = MAX_PADDING
+) -> list[list[int]]:
+    """Cuts rows into model calls with the least cost, where a call costs its padded tokens (rows x its
+    longest row) plus ``call_overhead``: what a call costs beyond its tokens (dispatch, matrices too small
+    to reach the peak), in tokens. Rows are taken in length order; a call's padded tokens stay within
+    ``max_tokens`` (a longer row runs alone) and at most ``max_padding`` of them are padding. So padding is
+    spent only where it saves a call's overhead, and never more than that share, whatever the mix of
+    lengths. Exact (dynamic programming over the sorted rows); returns indices into ``lengths``."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    n = len(order)
+    if n == 0:
+        return []
+    sorted_lengths = np.asarray([lengths[i] for i in order], dtype=np.int64)
+    prefix = np.concatenate([[0], np.cumsum(sorted_lengths)])
+    best = np.zeros(n + 1, dtype=np.float64)  # best[j]: least cost of rows [0, j)
+    start_of = np.zeros(n + 1, dtype=np.int64)  # where the last call of that best plan starts
+    for j in range(1, n + 1):
+        longest = int(sorted_lengths[j - 1])
+        fit = max(1, max_tokens // max(1, longest))  # rows a call of this width may hold
+        first = max(0, j - fit)
+        starts = np.arange(first, j)
+        padded = (j - starts) * longest
+        costs = best[first:j] + padded + call_overhead
+        padding = padded - (prefix[j] - prefix[first:j])
+        costs[padding > max_padding * padded] = np.inf  # the last start, a row alone, has no padding
+        k = int(np.argmin(costs))
+        best[j] = costs[k]
+        start_of[j] = first + k
+    slices = []
+    j = n
+    while j > 0:
+        i = int(start_of[j])
+        slices.append([order[r] for r in range(i, j)])
+        j = i
+    slices.reverse()
+    return slices
 
 
 class BatchDocumentsFn(beam.DoFn):
     """Annotated documents in, batches out (main), tokenizer failures on ``failed``."""
 
     def __init__(
-        self, load_tokenizer: Callable[[], Any], costs: Sequence[CostFn], max_tokens: int, window: int
+        self,
+        load_tokenizer: Callable[[], Any],
+        costs: Sequence[CostFn],
+        max_tokens: int | str,
+        window: int,
+        resolve_device: Callable[[], str],
     ):
         self._load_tokenizer = load_tokenizer
         self._costs = costs
         self._max_tokens = max_tokens
         self._window = window
+        self._resolve_device = resolve_device
         self._tokens = Metrics.distribution("distilbeam", "doc_tokens")
-        self._padding = Metrics.counter("distilbeam", "padding_tokens")
-        self._computed = Metrics.counter("distilbeam", "computed_tokens")
 
     def setup(self) -> None:
         self._tokenizer = self._load_tokenizer()
+        # The budget is chosen where the model runs: the machine that builds the pipeline may have no GPU.
+        budget = resolve_max_tokens(self._max_tokens, self._resolve_device())
+        self._batch_tokens = CALLS_PER_BATCH * budget
 
     def start_bundle(self) -> None:
         self._buffer: list[Annotated] = []
@@ -126,12 +199,7 @@ class BatchDocumentsFn(beam.DoFn):
         for failure in failures:
             yield beam.pvalue.TaggedOutput("failed", failure)
         costs = [self._cost(len(t.ids)) for t in tokenized]
-        for indices in plan_batches(costs, self._max_tokens):
-            rows = sum(costs[i][0] for i in indices)
-            computed = rows * max(costs[i][1] for i in indices)
-            real = sum(min(costs[i][0] * costs[i][1], len(tokenized[i].ids) + 2) for i in indices)
-            self._computed.inc(computed)
-            self._padding.inc(max(0, computed - real))
+        for indices in plan_batches(costs, self._batch_tokens):
             yield Batch(tuple(tokenized[i] for i in indices))
 
     def _cost(self, n_tokens: int) -> tuple[int, int]:
@@ -173,6 +241,7 @@ def _tokenize_all(tokenizer: Any, items: Sequence[Annotated]) -> list[Tokenized]
         return_offsets_mapping=True,
         return_attention_mask=False,
         return_token_type_ids=False,
+        verbose=False,  # no warning for documents past the model's length: the tasks read them in windows
     )
     out = []
     for item, ids, offsets in zip(items, encoded["input_ids"], encoded["offset_mapping"], strict=True):

@@ -14,7 +14,15 @@ from apache_beam.utils.windowed_value import WindowedValue
 from pipeline.config import from_dict
 from pipeline.plan import resolve_task
 from transforms import models
-from transforms.batching import Batch, BatchDocumentsFn, plan_batches, tokenize, unbatch, windows
+from transforms.batching import (
+    CALLS_PER_BATCH,
+    Batch,
+    BatchDocumentsFn,
+    plan_batches,
+    tokenize,
+    unbatch,
+    windows,
+)
 from transforms.schema import Annotated, Document, Failure
 from transforms.tasks import Runtime
 
@@ -46,11 +54,12 @@ def check_plan(costs: list[tuple[int, int]], max_tokens: int) -> list[list[int]]
     flat = [i for batch in batches for i in batch]
     assert sorted(flat) == list(range(len(costs))), "every document exactly once"
     for batch in batches:
-        rows = sum(costs[i][0] for i in batch)
-        padded = rows * max(costs[i][1] for i in batch)
+        # A batch holds documents whose rows add up to the budget; the model then runs them in calls
+        # padded per call (plan_slices), so padding is not the batch's business.
+        tokens = sum(costs[i][0] * costs[i][1] for i in batch)
         if len(batch) > 1:
-            assert padded <= max_tokens, (batch, [costs[i] for i in batch])
-        elif padded > max_tokens:
+            assert tokens <= max_tokens, (batch, [costs[i] for i in batch])
+        elif tokens > max_tokens:
             assert costs[batch[0]][0] * costs[batch[0]][1] > max_tokens, "alone only when over on its own"
     lengths = [costs[i][1] for i in flat]
     assert lengths == sorted(lengths), "batches are cut from documents sorted by length"
@@ -72,10 +81,10 @@ def test_plan_batches_fills_each_batch_up_to_the_budget():
     assert check_plan(costs, 9) == [[i] for i in range(10)]
 
 
-def test_plan_batches_counts_padding_to_the_longest_row():
+def test_plan_batches_counts_each_documents_own_tokens():
     costs = [(1, 50), (1, 10), (1, 10), (1, 40)]
-    # sorted: 10, 10, 40, 50 -> [10, 10] (2 x 10 = 20); adding the 40 would make 3 x 40 = 120 > 100
-    assert check_plan(costs, 100) == [[1, 2], [3, 0]]
+    # sorted: 10, 10, 40, 50 -> [10, 10, 40] (60 tokens); adding the 50 would make 110 > 100
+    assert check_plan(costs, 100) == [[1, 2, 3], [0]]
 
 
 def test_plan_batches_counts_every_window_of_a_long_document():
@@ -157,14 +166,14 @@ def test_batch_fn_tokenizes_once_and_cuts_batches_within_the_budget(models_dir, 
     def cost(n: int) -> tuple[int, int]:
         return 1, min(n, 30) + 2
 
-    fn = BatchDocumentsFn(lambda: tokenizer, [cost, cost], max_tokens, window)
+    fn = BatchDocumentsFn(lambda: tokenizer, [cost, cost], max_tokens, window, lambda: "cpu")
     batches, failures = run_batch_fn(fn, docs())
     assert failures == []
     seen = [t.item.doc.id for b in batches for t in b.items]
     assert sorted(seen) == sorted(d.doc.id for d in docs())
-    for batch in batches:
-        padded = len(batch) * max(cost(len(t.ids))[1] for t in batch.items)
-        assert padded <= max_tokens or len(batch) == 1
+    for batch in batches:  # a batch holds several model calls' worth of tokens (see plan_slices)
+        tokens = sum(cost(len(t.ids))[1] for t in batch.items)
+        assert tokens <= CALLS_PER_BATCH * max_tokens or len(batch) == 1
         for t in batch.items:
             encoded = tokenizer(t.item.doc.text, add_special_tokens=False, return_offsets_mapping=True)
             assert t.ids.tolist() == encoded["input_ids"]

@@ -1,14 +1,18 @@
 """What every task kind shares: its settings' common keys and a Beam ``ModelHandler`` that loads the model
 once per worker process, turns a batch of tokenized documents into padded model inputs, runs the model under
 ``torch.inference_mode`` and isolates failures by splitting the batch, so one bad document cannot take its
-neighbours down."""
+neighbours down. On a GPU a call that runs out of memory is split and retried instead."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -17,10 +21,23 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
 from transforms import models
-from transforms.batching import Batch, Tokenized, windows
+from transforms.batching import (
+    CALL_OVERHEAD_TOKENS,
+    Batch,
+    Tokenized,
+    device_kind,
+    plan_slices,
+    resolve_max_tokens,
+    windows,
+)
 from transforms.schema import Failure
 
 log = logging.getLogger(__name__)
+
+# One model call at a time per process on a CPU: torch already spreads each call over the threads it was
+# given (the cores divided between worker processes), so Beam threads running calls side by side would only
+# oversubscribe the cores. On a GPU calls may overlap: one thread's host work hides another's transfer.
+_CPU_CALLS = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +70,8 @@ class Runtime:
         import torch
 
         if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
+            # int8 is dynamic quantisation of the linear layers, which runs on the CPU only.
+            return "cuda" if torch.cuda.is_available() and self.precision != "int8" else "cpu"
         return self.device
 
     def threads(self) -> int:
@@ -77,6 +95,10 @@ class Loaded:
     id2label: dict[int, str]
     problem_type: str | None
     threads: int = 1  # torch intra-op threads for every thread that runs this model
+    max_tokens: int = 2048  # padded tokens per model call
+    call_overhead: int = CALL_OVERHEAD_TOKENS["cpu"]  # see ``plan_slices``
+    load_started: float = 0.0  # time.monotonic() when loading began, for the start-up metric
+    first_call_done: bool = False
 
 
 class TaskHandler(ModelHandler):
@@ -91,7 +113,7 @@ class TaskHandler(ModelHandler):
         name: str,
         settings: TaskSettings,
         runtime: Runtime,
-        max_tokens: int,
+        max_tokens: int | str,
         max_length: int,
         frame: tuple[list[int], list[int]],
     ):
@@ -99,7 +121,7 @@ class TaskHandler(ModelHandler):
         self.name = name
         self.settings = settings
         self.runtime = runtime
-        self.max_tokens = max_tokens
+        self.max_tokens = max_tokens  # padded tokens per model call, or "auto": chosen by device
         # Resolved when the pipeline is built: tokens per window (see ``resolve_max_length``), and the
         # special token ids framing each window (see ``models.special_frame``).
         self.max_length = max_length
@@ -115,22 +137,31 @@ class TaskHandler(ModelHandler):
         import torch
         import transformers
 
+        started = time.monotonic()
         threads = self.runtime.threads()
         torch.set_num_threads(threads)
+        # The fast tokenizers' thread pool too (read when it starts, at the first batch it tokenizes): worker
+        # processes sharing the machine would otherwise each start one thread per core.
+        os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
         path = models.worker_dir(self.settings.ref)
         tokenizer = models.load_tokenizer(path)
         model = models.load_model(path, getattr(transformers, self.auto_class_name), self.settings.ref)
         device = self.runtime.resolve_device()
+        if self.runtime.precision == "int8":
+            model = quantize_int8(model)
         model.to(device)
         autocast = None
         if device.startswith("cuda") and self.runtime.precision in ("auto", "fp16", "bf16"):
             autocast = torch.bfloat16 if self.runtime.precision == "bf16" else torch.float16
+        max_tokens = resolve_max_tokens(self.max_tokens, device)
         log.info(
-            "task %s: loaded %s on %s (%d threads)",
+            "task %s: loaded %s on %s (%s, %d threads, %d tokens per call)",
             self.name,
             self.settings.model,
             device,
+            self.runtime.precision,
             torch.get_num_threads(),
+            max_tokens,
         )
         return Loaded(
             model=model,
@@ -141,6 +172,9 @@ class TaskHandler(ModelHandler):
             id2label={int(k): v for k, v in model.config.id2label.items()},
             problem_type=getattr(model.config, "problem_type", None),
             threads=threads,
+            max_tokens=max_tokens,
+            call_overhead=CALL_OVERHEAD_TOKENS[device_kind(device)],
+            load_started=started,
         )
 
     def run_inference(
@@ -257,50 +291,150 @@ class TaskHandler(ModelHandler):
     def forward(
         self, rows: Sequence[np.ndarray], model: Loaded, types: Sequence[np.ndarray] | None = None
     ) -> list[np.ndarray]:
-        """``model_output`` per row, float32, trimmed to the row's own length when it has one per token.
-        Rows run in slices that keep to the token budget, each padded only to its own longest row.
-        ``types``, when given, are the rows' token type ids (segment ids of a question/context pair)."""
+        """``model_output`` per row, float32, trimmed to the row's own length when it has one per token
+        (``types``, when given, are the rows' token type ids). Rows run in calls cut by
+        ``plan_slices`` (sorted by length, padded only to each call's longest row, under the token budget).
+        On a GPU the next call is queued before the previous one's logits are copied back, so host work
+        overlaps the device's; a call that runs out of device memory is split in halves and retried."""
+        namespace = self.get_metrics_namespace()
+        out: list[np.ndarray] = [None] * len(rows)  # type: ignore[list-item]
+        started = time.perf_counter()
+        busy_ms = 0.0
+        real = computed = 0
+        pending: list[tuple[list[int], Any, Any]] = []
+        for chunk in plan_slices([len(r) for r in rows], model.max_tokens, model.call_overhead):
+            for piece, logits, timing in self._launch(chunk, rows, model, types):
+                real += sum(len(rows[i]) for i in piece)
+                computed += len(piece) * max(len(rows[i]) for i in piece)
+                pending.append((piece, logits, timing))
+                if len(pending) > 1:
+                    busy_ms += _collect(pending.pop(0), rows, out)
+                    self._first_call_done(model)
+        while pending:
+            busy_ms += _collect(pending.pop(0), rows, out)
+            self._first_call_done(model)
+        Metrics.counter(namespace, "real_tokens").inc(real)
+        Metrics.counter(namespace, "computed_tokens").inc(computed)
+        Metrics.counter(namespace, "forward_ms").inc(int(1000 * (time.perf_counter() - started)))
+        if model.device.startswith("cuda"):
+            Metrics.counter(namespace, "gpu_busy_ms").inc(int(busy_ms))
+        return out
+
+    def _first_call_done(self, model: Loaded) -> None:
+        """Start-up: from the start of loading the model to the end of its first call."""
+        if not model.first_call_done:
+            model.first_call_done = True
+            startup_ms = int(1000 * (time.monotonic() - model.load_started))
+            Metrics.distribution(self.get_metrics_namespace(), "startup_ms").update(startup_ms)
+
+    def _launch(
+        self, chunk: list[int], rows: Sequence[np.ndarray], model: Loaded, types: Sequence[np.ndarray] | None
+    ) -> Iterator[tuple[list[int], Any, Any]]:
+        """Starts the model on ``chunk``: (rows, logits on the device, CUDA events or None) per call made.
+        Out of device memory, the chunk is split in halves (each still sorted, so no extra padding)."""
         import torch
 
-        out: list[np.ndarray] = [None] * len(rows)  # type: ignore[list-item]
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-        start = 0
-        while start < len(order):
-            longest = len(rows[order[start]])
-            stop = start
-            while stop < len(order):
-                longest = max(longest, len(rows[order[stop]]))
-                if stop > start and (stop - start + 1) * longest > self.max_tokens:
-                    break
-                stop += 1
-            chunk = order[start:stop]
-            width = max(len(rows[i]) for i in chunk)
-            ids = np.full((len(chunk), width), model.pad_id, dtype=np.int64)
-            mask = np.zeros((len(chunk), width), dtype=np.int64)
-            segments = np.zeros((len(chunk), width), dtype=np.int64) if types is not None else None
-            for r, i in enumerate(chunk):
-                ids[r, : len(rows[i])] = rows[i]
-                mask[r, : len(rows[i])] = 1
-                if segments is not None:
-                    segments[r, : len(rows[i])] = types[i]
-            with torch.inference_mode():
-                inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
-                if segments is not None:
-                    inputs["token_type_ids"] = torch.from_numpy(segments)
-                if model.device != "cpu":
-                    inputs = {
-                        k: v.pin_memory().to(model.device, non_blocking=True) for k, v in inputs.items()
-                    }
-                if model.autocast_dtype is not None:
-                    with torch.autocast(device_type="cuda", dtype=model.autocast_dtype):
-                        output = model.model(**inputs)
-                else:
-                    output = model.model(**inputs)
-                values = self.model_output(output, inputs["attention_mask"]).float().cpu().numpy()
-            for r, i in enumerate(chunk):
-                out[i] = values[r, : len(rows[i])] if values.ndim == 3 else values[r]
-            start = stop
-        return out
+        try:
+            yield (chunk, *self._call(chunk, rows, model, types))
+        except torch.OutOfMemoryError:
+            if len(chunk) == 1:
+                raise
+            Metrics.counter(self.get_metrics_namespace(), "oom_splits").inc()
+            log.warning("task %s: out of memory on %d rows; retrying in halves", self.name, len(chunk))
+            _release_accelerator_memory(model)
+            half = len(chunk) // 2
+            yield from self._launch(chunk[:half], rows, model, types)
+            yield from self._launch(chunk[half:], rows, model, types)
+
+    def _call(
+        self, chunk: list[int], rows: Sequence[np.ndarray], model: Loaded, types: Sequence[np.ndarray] | None
+    ) -> tuple[Any, Any]:
+        import torch
+
+        width = max(len(rows[i]) for i in chunk)
+        ids = np.full((len(chunk), width), model.pad_id, dtype=np.int64)
+        mask = np.zeros((len(chunk), width), dtype=np.int64)
+        segments = np.zeros((len(chunk), width), dtype=np.int64) if types is not None else None
+        for r, i in enumerate(chunk):
+            ids[r, : len(rows[i])] = rows[i]
+            mask[r, : len(rows[i])] = 1
+            if segments is not None:
+                segments[r, : len(rows[i])] = types[i]
+        inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+        if segments is not None:
+            inputs["token_type_ids"] = torch.from_numpy(segments)
+        if model.device == "cpu":
+            with _CPU_CALLS, torch.inference_mode():
+                return self.model_output(model.model(**inputs), inputs["attention_mask"]), None
+        with torch.inference_mode():
+            inputs = {k: v.pin_memory().to(model.device, non_blocking=True) for k, v in inputs.items()}
+            events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            events[0].record()
+            with torch.autocast(
+                device_type="cuda", dtype=model.autocast_dtype, enabled=model.autocast_dtype is not None
+            ):
+                values = self.model_output(model.model(**inputs), inputs["attention_mask"])
+            events[1].record()
+            return values, events
+
+
+def _collect(call: tuple[list[int], Any, Any], rows: Sequence[np.ndarray], out: list[np.ndarray]) -> float:
+    """Copies a call's logits back into ``out`` (waiting for the device); the device time it took, in ms."""
+    chunk, logits, events = call
+    values = logits.cpu().float().numpy()  # to the host first: no device memory for the conversion
+    for r, i in enumerate(chunk):
+        out[i] = values[r, : len(rows[i])] if values.ndim == 3 else values[r]
+    if events is None:
+        return 0.0
+    return events[0].elapsed_time(events[1])
+
+
+def quantize_int8(model: Any) -> Any:
+    """Dynamic int8 quantisation of the encoder's linear layers: weights int8 with a scale per output
+    channel, activations quantised per call. About a quarter of the weight memory and faster matrix
+    multiplies, at a small cost in accuracy (see the README's Performance section). The task head stays in
+    fp32: it costs next to nothing and decides the labels. On CPUs with int8 dot-product instructions (VNNI)
+    activations keep their full 8-bit range, which roughly halves the error of the 7-bit range that older
+    CPUs need to avoid overflow."""
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    encoder = "" if model.base_model is model else model.base_model_prefix + "."
+    layers = {
+        name: per_channel_dynamic_qconfig
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and name.startswith(encoder)
+    }
+    int8_linear = _full_range_int8_linear() if _cpu_has_vnni() else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch points at torchao; the eager API is what runs here
+        if int8_linear is None:
+            return quantize_dynamic(model, layers, dtype=torch.qint8)
+        return quantize_dynamic(model, layers, dtype=torch.qint8, mapping={torch.nn.Linear: int8_linear})
+
+
+def _cpu_has_vnni() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+@functools.cache
+def _full_range_int8_linear() -> type:
+    import torch
+    from torch.ao.nn.quantized.dynamic import Linear
+
+    class FullRangeInt8Linear(Linear):
+        """torch's dynamic int8 linear layer without its fixed 7-bit activation range."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            packed = self._packed_params._packed_params
+            return torch.ops.quantized.linear_dynamic(x, packed, reduce_range=False).to(x.dtype)
+
+    return FullRangeInt8Linear
 
 
 def resolve_max_length(settings: TaskSettings, config: dict[str, Any], tokenizer: Any) -> int:

@@ -6,12 +6,6 @@ from __future__ import annotations
 import pytest
 import transformers
 
-from pipeline.config import from_dict
-from pipeline.plan import resolve_task
-from transforms.batching import Batch, plan_batches, tokenize
-from transforms.schema import Annotated, Document
-from transforms.tasks import Runtime
-
 TEXTS = [
     "The hotel in Paris was lovely and the staff were very helpful.",
     "Bob and Carol flew from Tokyo to Madrid with Initech; the flight was on time!",
@@ -30,30 +24,8 @@ TEXTS = [
 ]
 
 
-def annotate(model_dir, kind, texts, max_tokens=256, **settings):
-    cfg = from_dict(
-        {
-            "input": {"paths": ["unused"]},
-            "tasks": {"t": {"kind": kind, "model": str(model_dir), **settings}},
-            "output": {"path": "unused"},
-        }
-    )
-    handler, _, _ = resolve_task("t", cfg.tasks["t"], Runtime(device="cpu"), max_tokens)
-    loaded = handler.load_model()
-    items = [Annotated(Document(str(i), "src", i, t), -1, {}) for i, t in enumerate(texts)]
-    tokenized, failures = tokenize(loaded.tokenizer, items)
-    assert not failures
-    results = [None] * len(texts)
-    costs = [handler.cost(len(t.ids)) for t in tokenized]
-    for indices in plan_batches(costs, max_tokens):
-        (out,) = handler.run_inference(Batch(tuple(tokenized[i] for i in indices)), loaded)
-        for i, result in zip(indices, out.results["t"], strict=True):
-            results[i] = result
-    return results
-
-
 @pytest.mark.parametrize("model", ["classifier", "multilabel", "single-logit"])
-def test_classify_matches_text_classification_pipeline(models_dir, model):
+def test_classify_matches_text_classification_pipeline(models_dir, model, annotate):
     reference = transformers.pipeline("text-classification", model=str(models_dir / model), device="cpu")
     ours = annotate(models_dir / model, "classify", TEXTS)
     for text, result in zip(TEXTS, ours, strict=True):
@@ -69,7 +41,7 @@ def test_classify_matches_text_classification_pipeline(models_dir, model):
 
 @pytest.mark.parametrize("aggregation", ["none", "simple", "first", "average", "max"])
 @pytest.mark.parametrize("model", ["ner", "ner-cased"])
-def test_ner_matches_token_classification_pipeline(models_dir, model, aggregation):
+def test_ner_matches_token_classification_pipeline(models_dir, model, aggregation, annotate):
     reference = transformers.pipeline(
         "token-classification", model=str(models_dir / model), aggregation_strategy=aggregation, device="cpu"
     )
