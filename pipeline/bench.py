@@ -319,7 +319,9 @@ def child_transformers(spec: dict[str, Any]) -> dict[str, Any]:
         texts = [json.loads(line)["text"] for line in f]
     load_started = time.perf_counter()
     if spec["kind"] == "classify":
-        pipe = transformers.pipeline("text-classification", model=spec["model"], device=spec["device"])
+        pipe = transformers.pipeline(
+            "text-classification", model=spec["model"], device=spec["device"], trust_remote_code=False
+        )
         call_kwargs = {"truncation": True}
     else:
         pipe = transformers.pipeline(
@@ -328,6 +330,7 @@ def child_transformers(spec: dict[str, Any]) -> dict[str, Any]:
             device=spec["device"],
             aggregation_strategy="simple",
             stride=NER_STRIDE,
+            trust_remote_code=False,
         )
         call_kwargs = {}
     counts = {"real_tokens": 0, "computed_tokens": 0, "calls": 0, "forward_s": 0.0, "first_batch_s": None}
@@ -385,7 +388,7 @@ def child_beam_stock(spec: dict[str, Any]) -> dict[str, Any]:
         """As Beam's DistilBERT examples: one document at a time, padded to a fixed length."""
 
         def setup(self) -> None:
-            self._tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            self._tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
 
         def process(self, element: tuple[str, str]):
             key, text = element
@@ -403,7 +406,7 @@ def child_beam_stock(spec: dict[str, Any]) -> dict[str, Any]:
     handler = PytorchModelHandlerKeyedTensor(
         state_dict_path=spec["state_dict"],
         model_class=_StockModel.build,
-        model_params={"config": DistilBertConfig.from_pretrained(model_dir)},
+        model_params={"config": DistilBertConfig.from_pretrained(model_dir, trust_remote_code=False)},
         device="GPU" if spec["device"].startswith("cuda") else "CPU",
         inference_fn=_StockModel.infer,
     )
@@ -503,9 +506,9 @@ def int8_trained_encoder(texts: Sequence[str], threads: int) -> dict[str, Any]:
     hf_logging.set_verbosity_error()
     torch.set_num_threads(threads)
     path = str(vocabulary_path().parent)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    fp32 = AutoModel.from_pretrained(path).eval()
-    int8 = quantize_int8(AutoModel.from_pretrained(path).eval())
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    fp32 = AutoModel.from_pretrained(path, trust_remote_code=False).eval()
+    int8 = quantize_int8(AutoModel.from_pretrained(path, trust_remote_code=False).eval())
 
     def embed(model: Any) -> Any:
         out = []
@@ -576,7 +579,7 @@ def run_benchmark(args: argparse.Namespace, work: Path, skip: set[str]) -> dict[
     quarter = write_jsonl(work / "corpus-quarter.jsonl", texts[: max(1, len(texts) // 4)])
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(models["classifier"]))
+    tokenizer = AutoTokenizer.from_pretrained(str(models["classifier"]), trust_remote_code=False)
     n_tokens = [len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
     rows = {kind: task_rows(n_tokens, kind) for kind in ("classify", "ner")}
     flops = {kind: sum(shape.row_flops(n) for n in rows[kind]) for kind in rows}
