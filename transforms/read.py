@@ -278,11 +278,15 @@ def _lines(
             continue
         if len(line) > max_bytes and not line.endswith(b"\n"):
             head = line[: RAW_LIMIT + 2]
+            length = len(line)
             while line and not line.endswith(b"\n"):
                 line = stream.readline(1 << 20)
                 head += line[: RAW_LIMIT + 2 - len(head)]
+                length += len(line)
             if b"\n" in head:
                 head = head[: head.index(b"\n")].removesuffix(b"\r")
+            elif length == len(head):  # the file's last line, whole in head: end it as other lines end
+                head = head.removesuffix(b"\r")
             yield Skipped(head[:RAW_LIMIT], max_bytes)
             continue
         yield line.removesuffix(b"\n").removesuffix(b"\r")
