@@ -40,7 +40,7 @@ def test_minimal_config_takes_documented_defaults():
     assert cfg.input.format is None
     assert cfg.input.id_field == "id"
     assert cfg.input.text_field == "text"
-    assert cfg.batching.max_tokens == 8192
+    assert cfg.batching.max_tokens == "auto"
     assert cfg.runtime.device == "auto"
     assert cfg.runtime.precision == "auto"
     assert cfg.output.compression == "zstd"
@@ -150,7 +150,7 @@ def test_override_value_that_is_not_yaml_is_a_string(write_config):
         ("=3", "--set '=3': expected dotted.key=value"),
         ("input.paths.first=a", "--set input.paths.first: input.paths is not a mapping"),
         ("input.paths=[a, b", "--set input.paths: value is not valid YAML"),
-        ("batching.max_tokens=lots", "batching.max_tokens: expected an integer, got 'lots'"),
+        ("batching.max_tokens=lots", "batching.max_tokens: expected an integer or auto, got 'lots'"),
         ("output.compresion=zstd", "output.compresion: unknown key"),
     ],
 )
@@ -207,9 +207,18 @@ def test_unknown_keys_of_mixed_types_are_reported_not_crashed_on():
             minimal(input={"paths": ["a"], "storage_options": "anon"}),
             "input.storage_options: expected a mapping",
         ),
-        (minimal(batching={"max_tokens": "8k"}), "batching.max_tokens: expected an integer, got '8k'"),
-        (minimal(batching={"max_tokens": 512.5}), "batching.max_tokens: expected an integer, got 512.5"),
-        (minimal(batching={"max_tokens": True}), "batching.max_tokens: expected an integer, got True"),
+        (
+            minimal(batching={"max_tokens": "8k"}),
+            "batching.max_tokens: expected an integer or auto, got '8k'",
+        ),
+        (
+            minimal(batching={"max_tokens": 512.5}),
+            "batching.max_tokens: expected an integer or auto, got 512.5",
+        ),
+        (
+            minimal(batching={"max_tokens": True}),
+            "batching.max_tokens: expected an integer or auto, got True",
+        ),
         (minimal(batching={"max_tokens": 0}), "batching.max_tokens: must be a positive integer"),
         (minimal(batching={"sort_window": -1}), "batching.sort_window: must be a positive integer"),
         (minimal(runtime={"device": "tpu"}), "runtime.device: expected auto, cpu, cuda or cuda:N"),

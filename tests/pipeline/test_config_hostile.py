@@ -88,7 +88,7 @@ def test_unknown_keys_are_refused_with_their_path(setup, changes, message):
     [
         ({"input.max_chars": "big"}, "input.max_chars: expected an integer, got 'big'"),
         ({"input.max_chars": 1.5}, "input.max_chars: expected an integer, got 1.5"),
-        ({"batching.max_tokens": True}, "batching.max_tokens: expected an integer, got True"),
+        ({"batching.max_tokens": True}, "batching.max_tokens: expected an integer or auto, got True"),
         ({"output.keep_text": "yes"}, "output.keep_text: expected true or false, got 'yes'"),
         ({"input.paths": 5}, "input.paths: expected a list, got int"),
         ({"input.paths": []}, "input.paths: at least one path or glob is needed"),
