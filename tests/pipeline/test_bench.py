@@ -5,10 +5,14 @@ real run."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import run_cli
+
+REPO = Path(__file__).resolve().parents[2]
 
 RUNS = {
     "c_classify",
@@ -112,3 +116,32 @@ def test_bench_refuses_unknown_parts(tmp_path):
     result = run_cli("bench", "--skip", "everything", "--out", str(tmp_path / "b.json"))
     assert result.returncode == 2
     assert "--skip" in result.stderr and "everything" in result.stderr
+
+
+def test_readme_performance_figures_are_those_of_its_committed_run():
+    """The README's Performance section quotes a real run whose whole JSON it carries: the targets table
+    must say what that JSON says."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Performance", 1)[1].split("\n## ", 1)[0]
+    report = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
+    assert report["complete"] is True
+    assert report["machine"]["device"] == "cpu" and report["corpus"]["docs"] == 2000
+    table = dict(re.findall(r"^\| (.+?) \| ([^|]+?) \| (?:met|not met)", section, re.M))
+    quoted = {
+        "c_over_a_classify": "(c) / (a), docs/s, `classify`: >= 4",
+        "c_over_a_classify_ner": "(c) / (a), docs/s, `classify` + `ner`, one tokenization: >= 3.5",
+        "c_over_b_classify": "(c) / (b), docs/s, `classify`: >= 5",
+        "c_int8_over_a_classify": "`int8` / (a), docs/s, `classify`: >= 7",
+    }
+    for name, row in quoted.items():
+        assert table[row] == str(report["ratios"][name]), name
+    targets = report["targets"]
+    assert (
+        table["`int8` top-label agreement with fp32: >= 99%"]
+        == f"{targets['int8_top_label_agreement']['value']:.1%}"
+    )
+    assert table["peak RSS, `classify` + `ner`, one worker process: < 2 GB"] == (
+        f"{targets['peak_rss_classify_ner']['value'] / 1000:.2f} GB"
+    )
+    met = {name for name, target in targets.items() if target["met"]}
+    assert met == set(targets) - {"int8_top_label_agreement"}  # the README explains that one
