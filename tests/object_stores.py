@@ -190,7 +190,6 @@ class FaultProxy:
         self.deny: set[str] = set()
         self.on_request: Callable[[str, str], None] | None = None  # sees (method, path) before any decision
         self.counts: Counter[str] = Counter()
-        self.requests = 0
         self.log: list[tuple[str, str]] = []  # (method, path) of every request, in arrival order
         self._attempts: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -223,7 +222,6 @@ class FaultProxy:
             stable = stable.replace(urllib.parse.quote(bucket), "BUCKET").replace(bucket, "BUCKET")
         key = f"{method} {stable} {headers.get('Range', '')}"
         with self._lock:
-            self.requests += 1
             self.log.append((method, urllib.parse.unquote(path)))
             attempt = self._attempts[key]
             self._attempts[key] += 1
@@ -333,13 +331,7 @@ def _handler(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]:
                 return
             self.send_response_only(reply.status, reply.reason)
             for name, value in reply.getheaders():
-                if name.lower() not in (
-                    "transfer-encoding",
-                    "content-length",
-                    "connection",
-                    "date",
-                    "server",
-                ):
+                if name.lower() not in HOP_HEADERS:
                     self.send_header(name, value)
             length = reply.getheader("Content-Length", "0") if self.command == "HEAD" else len(payload)
             self.send_header("Content-Length", str(length))

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 
 from tests.conftest import write_jsonl
-
-TASKS = ("sentiment", "entities")
 
 
 def corpus(directory: Path, shards: int = 2, docs: int = 4, bad: bool = True) -> list[Path]:
@@ -45,21 +44,21 @@ def config(models_dir: Path, inputs: Path, out: Path, **output) -> dict:
     }
 
 
+def _output_files(out: Path) -> Iterator[tuple[str, Path]]:
+    """Every file of the output but the per-run records, with its path relative to the output."""
+    for p in sorted(out.rglob("*")):
+        relative = str(p.relative_to(out))
+        if p.is_file() and not relative.startswith("_state/runs/"):
+            yield relative, p
+
+
 def snapshot(out: Path) -> dict[str, bytes]:
     """Every file of the output but the per-run records, by relative path."""
-    return {
-        str(p.relative_to(out)): p.read_bytes()
-        for p in sorted(out.rglob("*"))
-        if p.is_file() and not str(p.relative_to(out)).startswith("_state/runs/")
-    }
+    return {relative: p.read_bytes() for relative, p in _output_files(out)}
 
 
 def mtimes(out: Path) -> dict[str, int]:
-    return {
-        str(p.relative_to(out)): p.stat().st_mtime_ns
-        for p in out.rglob("*")
-        if p.is_file() and not str(p.relative_to(out)).startswith("_state/runs/")
-    }
+    return {relative: p.stat().st_mtime_ns for relative, p in _output_files(out)}
 
 
 def entries(out: Path) -> dict[str, dict]:
@@ -81,21 +80,22 @@ def error_files(out: Path) -> list[Path]:
     return sorted(p for p in out.rglob("part-*.parquet") if "_errors" in p.parts)
 
 
+def _read_rows(paths: list[Path], columns: list[str]) -> list[tuple]:
+    found = []
+    for path in paths:
+        t = pq.read_table(path, columns=columns)
+        found += list(zip(*(t.column(c).to_pylist() for c in columns), strict=True))
+    return sorted(found)
+
+
 def rows(out: Path) -> list[tuple]:
     """(source, offset, id) of every written document, read back with pyarrow, sorted."""
-    found = []
-    for path in data_files(out):
-        t = pq.read_table(path, columns=["source", "offset", "id"])
-        found += list(zip(*(t.column(c).to_pylist() for c in ("source", "offset", "id")), strict=True))
-    return sorted(found)
+    return _read_rows(data_files(out), ["source", "offset", "id"])
 
 
 def dead_rows(out: Path) -> list[tuple]:
-    found = []
-    for path in error_files(out):
-        t = pq.read_table(path, columns=["source", "offset", "stage"])
-        found += list(zip(*(t.column(c).to_pylist() for c in ("source", "offset", "stage")), strict=True))
-    return sorted(found)
+    """(source, offset, stage) of every dead-letter row, sorted."""
+    return _read_rows(error_files(out), ["source", "offset", "stage"])
 
 
 def duck(out: Path, sql: str) -> list[tuple]:

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO, run_cli
 
 RUNS = {
     "c_classify",

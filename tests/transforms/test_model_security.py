@@ -17,10 +17,9 @@ import transformers
 
 from pipeline.config import ConfigError, from_dict
 from pipeline.plan import resolve_task
+from tests.conftest import REPO
 from transforms import SetupError, models
 from transforms.tasks import Runtime
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 class _Payload:

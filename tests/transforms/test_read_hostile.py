@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from tests.conftest import REPO
 from transforms import SetupError
 from transforms.read import ReadSettings, Shard, derived_id, find_shards, read_shard, shard_format
 from transforms.schema import RAW_LIMIT, Document, Failure
@@ -162,8 +163,7 @@ def test_an_unreadable_file_is_a_read_failure(tmp_path):
         if directory.stat().st_mode & 0o001:
             break  # from here up, others may pass already
         directory.chmod(directory.stat().st_mode | 0o001)
-    repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(repo)}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run(
         [sys.executable, "-c", UNPRIVILEGED_READ, str(locked), str(readable)],
         capture_output=True,
