@@ -764,7 +764,6 @@ def run_benchmark(args: argparse.Namespace, work: Path, skip: set[str]) -> dict[
     report["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     report["targets"] = _targets(report)
     report["complete"] = all(run.get("returncode") == 0 for run in runs.values())
-    del torch
     return report
 
 
@@ -835,9 +834,9 @@ def _significant(value: float, digits: int = 3) -> float:
 
 
 def _ratios(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    def rate(name: str) -> float | None:
+    def rate(name: str, key: str = "docs_per_s") -> float | None:
         run = runs.get(name)
-        return run.get("docs_per_s") if run and run.get("returncode") == 0 else None
+        return run.get(key) if run and run.get("returncode") == 0 else None
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return _significant(a / b) if a and b else None
@@ -848,8 +847,7 @@ def _ratios(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         a_both = docs / (runs["a_classify"]["timed_s"] + runs["a_ner"]["timed_s"])
 
     def cpu_rate(name: str) -> float | None:
-        run = runs.get(name)
-        return run.get("docs_per_cpu_s") if run and run.get("returncode") == 0 else None
+        return rate(name, "docs_per_cpu_s")
 
     out_cpu = {
         "c_over_a_classify": ratio(cpu_rate("c_classify"), cpu_rate("a_classify")),

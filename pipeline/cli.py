@@ -13,7 +13,6 @@ output's documents, 4 when another run holds the output directory."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import traceback
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     except SetupError as exc:
         # One line, even when the message quotes a library's multi-line error.
         print(f"distilbeam: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return runs.EXIT_CONFIG
 
 
 def run(
@@ -224,14 +223,11 @@ def prepare_output(path: str, storage_options: dict, force: bool, mode: str = "o
             or name in (SUMMARY_FILE, REPORT_MD, REPORT_HTML)
             or name.startswith(storage.WRITE_CHECK_PREFIX)
         ):
-            fs.rm(entry)
+            storage.remove(storage.join(path, name), storage_options)
         elif name == ERRORS_DIR or name.startswith("run_date="):
-            fs.rm(entry, recursive=True)
+            storage.remove(storage.join(path, name), storage_options, recursive=True)
         elif name == state.STATE_DIR:  # the manifest goes; the earlier runs' records stay
-            shards = state.state_uri(path, state.SHARDS_DIR)
-            shards_fs, shards_path = storage.filesystem(shards, storage_options)
-            if shards_fs.exists(shards_path):
-                shards_fs.rm(shards_path, recursive=True)
+            storage.remove(state.state_uri(path, state.SHARDS_DIR), storage_options, recursive=True)
     fs.invalidate_cache()
 
 
@@ -269,15 +265,6 @@ def _only_lock(fs, entry: str) -> bool:
         return False
     names = {n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(entry, detail=False)}
     return names <= {state.LOCK_FILE, state.RUNS_DIR}
-
-
-def read_summary(path: str, storage_options: dict) -> dict | None:
-    fs, root = storage.filesystem(storage.join(path, SUMMARY_FILE), storage_options)
-    fs.invalidate_cache()
-    if not fs.exists(root):
-        return None
-    with fs.open(root, "rb") as f:
-        return json.load(f)
 
 
 def demo_models(directory: Path) -> int:

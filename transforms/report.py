@@ -575,7 +575,7 @@ def render_html(s: Mapping[str, Any]) -> str:
 
 # -- the files -----------------------------------------------------------------------------------------
 
-SUMMARY_FILE = "_SUMMARY.json"  # the same name transforms/write.py uses
+SUMMARY_FILE = "_SUMMARY.json"
 REPORT_MD = "_REPORT.md"
 REPORT_HTML = "_REPORT.html"
 

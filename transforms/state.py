@@ -37,7 +37,7 @@ STATE_DIR = "_state"
 SHARDS_DIR = "shards"
 RUNS_DIR = "runs"
 LOCK_FILE = "lock.json"
-ERRORS_DIR = "_errors"  # the same folder transforms/write.py writes the dead letter to
+ERRORS_DIR = "_errors"  # the dead letter's folder in an output
 LOCK_TTL_SECONDS = 600.0  # a lock whose holder stopped renewing it for this long is stale
 LOCK_RENEW_SECONDS = 60.0
 # Crash-test hook: ``point`` or ``point:N`` makes the process SIGKILL itself the Nth time it reaches that
@@ -172,16 +172,7 @@ def write_entry(path: str, entry: ShardEntry, storage_options: Mapping[str, Any]
 
 
 def remove_entry(path: str, source: str, storage_options: Mapping[str, Any]) -> None:
-    _remove(state_uri(path, SHARDS_DIR, entry_name(source)), storage_options)
-
-
-def _remove(uri: str, storage_options: Mapping[str, Any]) -> bool:
-    fs, target = storage.filesystem(uri, storage_options)
-    try:
-        fs.rm(target)
-        return True
-    except FileNotFoundError:
-        return False
+    storage.remove(state_uri(path, SHARDS_DIR, entry_name(source)), storage_options)
 
 
 # -- choosing what to annotate -------------------------------------------------------------------------
@@ -280,7 +271,7 @@ def remove_shard_outputs(path: str, entry: ShardEntry, storage_options: Mapping[
     """Drops a committed shard: its entry first (so it is never half-listed), then its files."""
     remove_entry(path, entry.source, storage_options)
     for relative in entry.files():
-        _remove(output_uri(path, relative), storage_options)
+        storage.remove(output_uri(path, relative), storage_options)
 
 
 # -- one run's settings, carried into the pipeline -----------------------------------------------------
@@ -347,14 +338,14 @@ def commit_shard(
         docs_failed=counts[2],
         tokens=counts[3],
         run_id=run.run_id,
-        committed_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        committed_at=iso_time(time.time()),
     )
     write_entry(path, entry, storage_options)
     crash_point("after_entry")
     for relative in run.previous.get(source, ()):
         if relative not in (output, errors):
             uri = output_uri(path, relative)
-            _remove(uri, storage_options)
+            storage.remove(uri, storage_options)
             _remove_folder_if_empty(uri, storage_options)
     return entry
 
@@ -452,7 +443,7 @@ class OutputLock:
             try:
                 current = self._read(fs, path)
                 if current is not None and current.get("token") == self._holder["token"]:
-                    _remove(self.uri, self._storage_options)
+                    storage.remove(self.uri, self._storage_options)
             except OSError as exc:  # the store refuses now (a policy changed under the run)
                 log.warning("could not release the lock %s (%s); it expires by itself", self.uri, exc)
                 return

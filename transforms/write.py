@@ -32,8 +32,8 @@ from transforms.schema import (
 )
 
 log = logging.getLogger(__name__)
-ERRORS_DIR = "_errors"
-SUMMARY_FILE = "_SUMMARY.json"
+ERRORS_DIR = state.ERRORS_DIR
+SUMMARY_FILE = report.SUMMARY_FILE
 
 
 @dataclasses.dataclass(frozen=True)

@@ -171,23 +171,24 @@ class Handler(TaskHandler):
 
     def annotate(self, items: Sequence[Tokenized], model: Loaded) -> list[list[dict[str, Any]]]:
         f = self.frame
+        heads = [
+            (
+                np.concatenate([f.prefix, question, f.middle]).astype(np.int32),
+                np.concatenate([f.prefix_types, np.full(len(question), f.question_type), f.middle_types]),
+            )
+            for question in self.question_ids
+        ]
         rows, types, where = [], [], []
         for d, tokenized in enumerate(items):
-            for q, question in enumerate(self.question_ids):
-                head = np.concatenate([f.prefix, question, f.middle]).astype(np.int32)
-                head_types = np.concatenate(
-                    [f.prefix_types, np.full(len(question), f.question_type), f.middle_types]
-                ).astype(np.int32)
+            for q, (head, head_types) in enumerate(heads):
                 for start, end in windows(len(tokenized.ids), self.body_for(q), self.doc_stride()):
                     if end == start:  # an empty document has nothing to answer from
                         continue
                     context = tokenized.ids[start:end]
                     rows.append(np.concatenate([head, context, f.suffix]).astype(np.int32))
-                    types.append(
-                        np.concatenate(
-                            [head_types, np.full(end - start, f.context_type), f.suffix_types]
-                        ).astype(np.int32)
-                    )
+                    if self.pass_types:
+                        row_types = [head_types, np.full(end - start, f.context_type), f.suffix_types]
+                        types.append(np.concatenate(row_types).astype(np.int32))
                     where.append(_Row(d, q, start, end, len(head)))
         logits = self.forward(rows, model, types if self.pass_types else None) if rows else []
         per_question: dict[tuple[int, int], list[tuple[_Row, np.ndarray, np.ndarray]]] = {}
