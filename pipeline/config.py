@@ -94,7 +94,7 @@ class Config:
         """Identity of everything that shapes the output rows (not where they go or which runner runs)."""
         facts = {k: v for k, v in self.to_dict().items() if k not in ("beam", "output")}
         facts["keep_text"] = self.output.keep_text
-        _drop_storage_options(facts)  # input's and models': may hold credentials, and do not shape rows
+        drop_storage_options(facts)  # input's and models': may hold credentials, and do not shape rows
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
@@ -314,11 +314,11 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     raise TypeError(f"{path}: unsupported config type {hint!r}")  # a bug in a settings class
 
 
-def _drop_storage_options(node: Any) -> None:
+def drop_storage_options(node: Any) -> None:
     if isinstance(node, dict):
         node.pop("storage_options", None)
         for value in node.values():
-            _drop_storage_options(value)
+            drop_storage_options(value)
 
 
 def _describe(hint: Any) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline import __version__
-from pipeline.config import Config, ConfigError
+from pipeline.config import Config, ConfigError, drop_storage_options
 from transforms import SetupError, models
 from transforms.annotate import TaskGroup
 from transforms.read import ReadSettings, Shard, find_shards
@@ -73,11 +73,11 @@ def annotation_sha256(cfg: Config, identities: dict[str, Any]) -> str:
     (weights hash, window, labels), and whether text is kept. Not where inputs and outputs live, nor
     batching or runtime, which change how fast rows are made rather than what they hold. An incremental
     run annotates every shard again when this changes."""
+    settings = cfg.to_dict()
+    drop_storage_options(settings)  # credentials: they say where files are, not what rows hold
     facts = {
-        "input": {k: v for k, v in cfg.to_dict()["input"].items() if k not in ("paths", "storage_options")},
-        "tasks": {
-            name: {**cfg.to_dict()["tasks"][name], **identity} for name, identity in identities.items()
-        },
+        "input": {k: v for k, v in settings["input"].items() if k != "paths"},
+        "tasks": {name: {**settings["tasks"][name], **identity} for name, identity in identities.items()},
         "keep_text": cfg.output.keep_text,
     }
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()

@@ -17,9 +17,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 
 from pipeline.config import Config
+from pipeline.options import runner_name
 from pipeline.plan import Plan
 from transforms import report, state, storage
 from transforms.progress import ProgressLine
@@ -35,7 +36,6 @@ EXIT_DEAD_LETTER = 3
 EXIT_LOCKED = 4
 EXIT_STATUS = {"ok": EXIT_OK, "incomplete": EXIT_FAILED, "dead_letter_exceeded": EXIT_DEAD_LETTER}
 LOCAL_RUNNERS = {
-    None,
     "DirectRunner",
     "direct",
     "SwitchingDirectRunner",
@@ -125,7 +125,7 @@ def exit_status(summary: Mapping[str, Any]) -> int:
 
 def runs_locally(options: PipelineOptions) -> bool:
     """Whether the pipeline's workers share this machine, so they can leave progress files for it."""
-    runner = options.view_as(StandardOptions).runner
+    runner = runner_name(options)
     if runner in LOCAL_RUNNERS:
         return True
     return runner == "PortableRunner" and options.view_as(PortableOptions).environment_type == "LOOPBACK"

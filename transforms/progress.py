@@ -22,6 +22,7 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.report import clock
 from transforms.state import crash_point
 
 log = logging.getLogger(__name__)
@@ -106,16 +107,9 @@ def progress_text(totals: Mapping[str, int], total_bytes: int, elapsed: float) -
         share = f" ({100 * done / expected:.0f}%)" if expected else ""
         text = f"{done:,} / {'' if exact else '~'}{expected:,} documents{share}, {rate:,.1f} docs/s"
         if rate > 0 and expected > done:
-            text += f", ETA {_clock((expected - done) / rate)}"
+            text += f", ETA {clock((expected - done) / rate)}"
         return text
     return f"{done:,} documents, {rate:,.1f} docs/s"
-
-
-def _clock(seconds: float) -> str:
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 class ProgressLine:

@@ -215,8 +215,11 @@ def _pct(part: float, whole: float) -> str:
 
 def _duration(seconds: float) -> str:
     seconds = float(seconds or 0)
-    if seconds < 60:
-        return f"{seconds:.1f} s"
+    return f"{seconds:.1f} s" if seconds < 60 else clock(seconds)
+
+
+def clock(seconds: float) -> str:
+    """Whole seconds as 1m05s or 2h03m05s."""
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
