@@ -232,48 +232,29 @@ class WriteEnrichedParquet(beam.PTransform):
 
     def expand(self, inputs: Mapping[str, beam.PCollection]) -> beam.PCollection:
         s = self._settings
-        if s.run is not None:
-            return _expand_run(inputs, s, self._facts, self._started)
-        return (
+        written = (
             {
                 "docs": inputs["docs"] | "KeyDocs" >> beam.Map(_by_shard_of_doc),
                 "failed": inputs["failed"] | "KeyFailures" >> beam.Map(_by_shard),
                 "counts": inputs["counts"],
             }
             | "GroupByShard" >> beam.CoGroupByKey()
-            | "WriteShards" >> beam.ParDo(WriteShardFn(s))
-            | "AddUp" >> beam.CombineGlobally(sum, ShardStats())
-            | "WriteSummary"
-            >> beam.ParDo(WriteSummaryFn(s.path, self._facts, self._started, s.storage_options))
+            | "WriteShards" >> beam.ParDo(WriteShardFn(s)).with_outputs("profiles", main="stats")
         )
-
-
-def _expand_run(
-    inputs: Mapping[str, beam.PCollection], s: WriteSettings, facts: Mapping[str, Any], started: float
-) -> beam.PCollection:
-    """The scheduled-run path: shards committed to the manifest as they are written, per-shard profiles
-    and the per-second timeline (input ``timeline``) added up for the run report."""
-    written = (
-        {
-            "docs": inputs["docs"] | "KeyDocs" >> beam.Map(_by_shard_of_doc),
-            "failed": inputs["failed"] | "KeyFailures" >> beam.Map(_by_shard),
-            "counts": inputs["counts"],
-        }
-        | "GroupByShard" >> beam.CoGroupByKey()
-        | "WriteShards" >> beam.ParDo(WriteShardFn(s)).with_outputs("profiles", main="stats")
-    )
-    profile = written.profiles | "AddUpProfiles" >> beam.CombineGlobally(report.merge_profiles)
-    timeline = inputs["timeline"] | "AddUpTimeline" >> beam.CombineGlobally(report.merge_timelines)
-    return (
-        written.stats
-        | "AddUp" >> beam.CombineGlobally(sum, ShardStats())
-        | "WriteRunReport"
-        >> beam.ParDo(
-            WriteRunReportFn(s.path, facts, s.run, s.storage_options),
+        stats = written.stats | "AddUp" >> beam.CombineGlobally(sum, ShardStats())
+        if s.run is None:
+            return stats | "WriteSummary" >> beam.ParDo(
+                WriteSummaryFn(s.path, self._facts, self._started, s.storage_options)
+            )
+        # A scheduled run: shards were committed to the manifest as they were written; their profiles and
+        # the per-second timeline (input ``timeline``) add up to the run report.
+        profile = written.profiles | "AddUpProfiles" >> beam.CombineGlobally(report.merge_profiles)
+        timeline = inputs["timeline"] | "AddUpTimeline" >> beam.CombineGlobally(report.merge_timelines)
+        return stats | "WriteRunReport" >> beam.ParDo(
+            WriteRunReportFn(s.path, self._facts, s.run, s.storage_options),
             beam.pvalue.AsSingleton(profile),
             beam.pvalue.AsSingleton(timeline),
         )
-    )
 
 
 class WriteRunReportFn(beam.DoFn):
