@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from transforms.batching import Tokenized
 from transforms.tasks.base import Loaded, TaskHandler, TaskSettings
+from transforms.tasks.runs import last_rows, run_means
 
 LABEL_SCORE = pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float32())])
 ARROW_TYPE = pa.struct(
@@ -45,19 +46,23 @@ class Handler(TaskHandler):
         return None if self.settings.long_text == "truncate" else 0
 
     def annotate(self, items: Sequence[Tokenized], model: Loaded) -> list[dict[str, Any]]:
+        """Every chunk's scores in one array, reduced per document (each document's chunks are
+        consecutive rows), then one result per document."""
+        if not items:
+            return []
         rows, owners = self.rows(items, model)
-        logits = np.stack(self.forward(rows, model)) if rows else np.zeros((0, len(model.id2label)))
-        probs = scores_from_logits(logits, model.problem_type, len(model.id2label))
-        owners_arr = np.asarray(owners)
-        reduce = np.max if self.settings.long_text == "chunk-max" else np.mean
-        out = []
-        for i, tokenized in enumerate(items):
-            chunks = probs[owners_arr == i]
-            result = to_result(reduce(chunks, axis=0), model.id2label)
-            result["n_chunks"] = len(chunks)
-            result["truncated"] = len(tokenized.ids) > len(chunks) * self.body
-            out.append(result)
-        return out
+        probs = scores_from_logits(
+            np.stack(self.forward(rows, model)), model.problem_type, len(model.id2label)
+        )
+        first = np.flatnonzero(np.diff(owners, prepend=-1))
+        last = last_rows(first, len(owners))
+        if self.settings.long_text == "chunk-max":
+            scores = np.maximum.reduceat(probs, first, axis=0)
+        else:
+            scores = run_means(probs, first, last)
+        n_chunks = last - first + 1
+        truncated = [len(t.ids) > n * self.body for t, n in zip(items, n_chunks.tolist(), strict=True)]
+        return results(scores, model.id2label, n_chunks, truncated)
 
     def arrow_type(self) -> pa.DataType:
         return ARROW_TYPE
@@ -74,10 +79,20 @@ def scores_from_logits(logits: np.ndarray, problem_type: str | None, num_labels:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def to_result(scores: np.ndarray, id2label: dict[int, str]) -> dict[str, Any]:
-    best = int(np.argmax(scores))
-    return {
-        "label": id2label[best],
-        "score": float(scores[best]),
-        "scores": [{"label": id2label[i], "score": float(s)} for i, s in enumerate(scores)],
-    }
+def results(
+    scores: np.ndarray, id2label: dict[int, str], n_chunks: np.ndarray, truncated: Sequence[bool]
+) -> list[dict[str, Any]]:
+    """One result per row of ``scores`` [documents, labels]: the best label and its score, every label's
+    score, the chunks read and whether text was left unread."""
+    names = [id2label[i] for i in range(scores.shape[1])]
+    best = scores.argmax(axis=1).tolist()
+    return [
+        {
+            "label": names[b],
+            "score": row[b],
+            "scores": [{"label": name, "score": s} for name, s in zip(names, row, strict=True)],
+            "n_chunks": n,
+            "truncated": cut,
+        }
+        for b, row, n, cut in zip(best, scores.tolist(), n_chunks.tolist(), truncated, strict=True)
+    ]
