@@ -38,6 +38,9 @@ class InputConfig:
     # dead-letter: a longer document is a dead-letter row; split: it is annotated in parts of at most
     # max_chars characters, output rows <id>#0, <id>#1, ... with a char_offset column.
     long_documents: Literal["dead-letter", "split"] = "dead-letter"
+    # Uncompressed shards larger than this many MiB are read in parts of about this size, each by a worker
+    # of its own and written as a part file of its own; null reads every shard whole.
+    split_mb: int | None = 64
     # Passed to the fsspec filesystem of every input path (endpoint, profile, anonymous access...).
     storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -160,6 +163,8 @@ def from_dict(data: Mapping[str, Any]) -> Config:
         value = getattr(cfg.batching, key)
         if isinstance(value, int) and value <= 0:
             raise ConfigError(f"batching.{key}: must be a positive integer, got {value}")
+    if cfg.input.split_mb is not None and cfg.input.split_mb <= 0:
+        raise ConfigError(f"input.split_mb: must be a positive integer or null, got {cfg.input.split_mb}")
     if cfg.input.max_chars <= 0:
         raise ConfigError(f"input.max_chars: must be a positive integer, got {cfg.input.max_chars}")
     if cfg.runtime.torch_threads is not None and cfg.runtime.torch_threads <= 0:

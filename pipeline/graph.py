@@ -1,4 +1,6 @@
-"""The whole pipeline on one screen: read shards, annotate them with every task, write Parquet."""
+"""The whole pipeline on one screen: shards are cut into splits, each split is read, annotated with every task
+and written to Parquet in one step (documents never cross a shuffle), and the splits' small results add up
+to the run's summary and report."""
 
 from __future__ import annotations
 
@@ -8,22 +10,17 @@ import apache_beam as beam
 
 from pipeline.plan import Plan, read_settings
 from transforms import storage
-from transforms.annotate import AnnotateDocuments
-from transforms.progress import TrackProgressFn
-from transforms.read import ReadShards
-from transforms.write import WriteEnrichedParquet, WriteSettings
+from transforms.annotate import AnnotateSplits
+from transforms.read import SplitShardFn
+from transforms.write import WriteRunReport, WriteSettings
 
 
 def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
     cfg = plan.cfg
-    read = p | "ReadShards" >> ReadShards(plan.shards, read_settings(cfg))
-    docs = read.docs | "SpreadDocuments" >> beam.Reshuffle()
-    annotated = docs | "AnnotateDocuments" >> AnnotateDocuments(
-        plan.groups, cfg.batching.max_tokens, cfg.batching.sort_window
-    )
-    failed = (read.failed, annotated["failed"]) | "AllFailures" >> beam.Flatten()
+    read = read_settings(cfg)
+    path = worker_path(cfg.output.path)
     write = WriteSettings(
-        worker_path(cfg.output.path),
+        path,
         plan.schema,
         cfg.output.keep_text,
         cfg.output.compression,
@@ -31,15 +28,17 @@ def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
         run=plan.run,
         tasks=tuple(cfg.tasks),
     )
-    outputs = {"docs": annotated["annotated"], "failed": failed, "counts": read.counts}
-    if plan.run is not None:  # finished documents per second for the report, and the local progress line
-        sizes = {uri: shard.size for uri, shard in plan.run.shards.items()}
-        outputs["timeline"] = (
-            (annotated["annotated"], failed, read.counts)
-            | "Finished" >> beam.Flatten()
-            | "TrackProgress" >> beam.ParDo(TrackProgressFn(plan.run.progress_dir, sizes))
-        )
-    return outputs | "WriteEnrichedParquet" >> WriteEnrichedParquet(write, plan.facts, plan.started)
+    sizes = {uri: shard.size for uri, shard in plan.run.shards.items()}
+    split_bytes = None if cfg.input.split_mb is None else cfg.input.split_mb << 20
+    return (
+        p
+        | "ListShards" >> beam.Create(plan.shards)
+        | "SpreadShards" >> beam.Reshuffle()
+        | "SplitShards" >> beam.ParDo(SplitShardFn(read, split_bytes, sizes))
+        | "SpreadSplits" >> beam.Reshuffle()
+        | "AnnotateSplits" >> AnnotateSplits(plan.groups, read, write, cfg.batching.sort_window)
+        | "WriteRunReport" >> WriteRunReport(path, plan.facts, plan.run, cfg.output.storage_options)
+    )
 
 
 def worker_path(path: str) -> str:

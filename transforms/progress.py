@@ -1,10 +1,7 @@
-"""Watching a run: documents finished per second, for the report's throughput chart on every runner, and a
-progress line (documents done, rate, ETA from the shard sizes) printed by the launcher on local runs.
-
-``TrackProgressFn`` sits on a side branch of the pipeline and sees every document once it is annotated or
-dead-lettered, and every shard's record count once the shard is read. On a local runner its workers keep
-running totals in small files in a folder the launcher watches (``ProgressLine``); the run never depends on
-them: a file that cannot be written or read is skipped."""
+"""Watching a run: a progress line (documents done, rate, ETA from the shard sizes) printed by the launcher
+on local runs, from running totals that workers leave in small files in a folder the launcher watches
+(``ProgressFile``, ``ProgressLine``). The run never depends on them: a file that cannot be written or read
+is skipped."""
 
 from __future__ import annotations
 
@@ -15,63 +12,39 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from typing import IO, Any
-
-import apache_beam as beam
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.windowed_value import WindowedValue
+from collections.abc import Mapping
+from typing import IO
 
 from transforms.report import clock
-from transforms.state import crash_point
 
 log = logging.getLogger(__name__)
 WRITE_EVERY_SECONDS = 0.5
 
 
-class TrackProgressFn(beam.DoFn):
-    """Documents (annotated or failed) and (shard, record count) pairs in; per-second counts of finished
-    documents out, one dict per bundle."""
+class ProgressFile:
+    """A worker's running totals for the progress line: documents finished, and records and bytes of the
+    splits it has finished reading. Saved at most every ``WRITE_EVERY_SECONDS`` to a file of its own in the
+    folder the launcher watches; without a folder (a remote runner) it does nothing."""
 
-    def __init__(self, progress_dir: str | None, sizes: Mapping[str, int]):
-        self._dir = progress_dir
-        self._sizes = dict(sizes)
+    def __init__(self, progress_dir: str | None):
+        self._file = os.path.join(progress_dir, f"{uuid.uuid4().hex}.json") if progress_dir else None
+        self._totals = {"done": 0, "read": 0, "bytes": 0}
+        self._saved_at = 0.0
 
-    def setup(self) -> None:
-        self._file = os.path.join(self._dir, f"{uuid.uuid4().hex}.json") if self._dir else None
-        self._done = self._read = self._bytes = 0
-        self._written_at = 0.0
+    def add(self, **counts: int) -> None:
+        for key, n in counts.items():
+            self._totals[key] += n
+        if self._file and time.monotonic() - self._saved_at >= WRITE_EVERY_SECONDS:
+            self.save()
 
-    def start_bundle(self) -> None:
-        self._seconds: dict[int, int] = {}
-
-    def process(self, element: Any) -> Iterator[Any]:
-        if isinstance(element, tuple):  # a shard finished reading: (uri, records)
-            uri, n = element
-            self._read += n
-            self._bytes += self._sizes.get(uri, 0)
-        else:
-            second = int(time.time())
-            self._seconds[second] = self._seconds.get(second, 0) + 1
-            self._done += 1
-            crash_point("annotate")
-        if self._file and time.monotonic() - self._written_at >= WRITE_EVERY_SECONDS:
-            self._save()
-        return iter(())
-
-    def finish_bundle(self) -> Iterator[WindowedValue]:
-        if self._file:
-            self._save()
-        if self._seconds:
-            yield WindowedValue(self._seconds, GlobalWindow().max_timestamp(), [GlobalWindow()])
-
-    def _save(self) -> None:
-        self._written_at = time.monotonic()
-        record = json.dumps({"done": self._done, "read": self._read, "bytes": self._bytes})
+    def save(self) -> None:
+        if not self._file:
+            return
+        self._saved_at = time.monotonic()
         try:
             tmp = f"{self._file}.tmp"
             with open(tmp, "w") as f:
-                f.write(record)
+                f.write(json.dumps(self._totals))
             os.replace(tmp, self._file)
         except OSError as exc:  # progress is a courtesy: never fail the run over it
             log.debug("progress file %s not written: %s", self._file, exc)

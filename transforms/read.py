@@ -58,6 +58,26 @@ class Shard:
     format: str
 
 
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """A part of a shard read on its own, by one worker: the whole shard (split 0 of 1); a byte range of an
+    uncompressed text or JSON Lines shard that starts and ends on line boundaries; or a range of a Parquet
+    file's row groups. ``first_offset`` is the offset (line or row number) of its first record, so records
+    keep the offsets they have when the shard is read whole."""
+
+    uri: str
+    format: str
+    index: int = 0
+    count: int = 1
+    start: int = 0  # first byte, or first row group
+    end: int | None = None  # past the last byte or row group; None: to the end of the shard
+    first_offset: int = 0
+
+    @property
+    def whole(self) -> bool:
+        return self.count == 1
+
+
 def find_shards(patterns: tuple[str, ...], settings: ReadSettings) -> list[Shard]:
     """Expands every glob; each must match at least one file, and each file must have a known format."""
     shards: dict[str, Shard] = {}
@@ -94,6 +114,130 @@ def shard_format(uri: str, configured: str | None) -> str:
     return FORMATS[ext]
 
 
+# -- splitting large shards ------------------------------------------------------------------------------
+
+SCAN_BLOCK = 8 << 20  # bytes read at a time when finding a large text shard's split boundaries
+
+
+def plan_splits(shard: Shard, size: int, split_bytes: int | None, settings: ReadSettings) -> list[Split]:
+    """The splits one shard of ``size`` bytes is read in: itself whole, unless it is larger than
+    ``split_bytes`` and uncompressed. A text or JSON Lines shard is cut at the first line start after
+    every ``split_bytes`` bytes, which takes one pass counting its line breaks (offsets are line numbers);
+    a Parquet shard is cut between row groups, from its footer. A shard that cannot be planned (unreadable,
+    not what its name says) is read whole, so that reading it reports why."""
+    whole = [Split(shard.uri, shard.format)]
+    compressed = storage.strip_compression(shard.uri) != shard.uri
+    if split_bytes is None or size <= split_bytes or compressed or _not_a_regular_file(shard.uri):
+        return whole
+    try:
+        with storage.open_raw(shard.uri, settings.storage_options) as stream:
+            if shard.format == "parquet":
+                bounds = _row_group_bounds(pq.ParquetFile(stream), split_bytes)
+            elif sniff(stream.read(len(BOM) + 16)) is None:
+                stream.seek(0)
+                bounds = _line_bounds(stream, size, split_bytes)
+            else:
+                return whole
+    except Exception as exc:
+        _raise_if_store_failed(exc)
+        return whole
+    ends = [start for start, _ in bounds[1:]] + [None]
+    return [
+        Split(shard.uri, shard.format, k, len(bounds), start, end, first)
+        for k, ((start, first), end) in enumerate(zip(bounds, ends, strict=True))
+    ]
+
+
+def _line_bounds(stream: IO[bytes], size: int, split_bytes: int) -> list[tuple[int, int]]:
+    """(first byte, first line number) of each split: each starts at the first line start at or after
+    ``split_bytes`` bytes past the previous one."""
+    bounds = [(0, 0)]
+    target = split_bytes
+    position = lines = 0  # where the block starts, and the line breaks before it
+    while target < size:
+        block = stream.read(SCAN_BLOCK)
+        if not block:
+            break
+        counted_to = counted = 0  # line breaks in block[:counted_to]
+        while True:
+            found = block.find(b"\n", max(counted_to, target - 1 - position))
+            if found < 0:
+                break
+            start = position + found + 1
+            counted += block.count(b"\n", counted_to, found + 1)
+            counted_to = found + 1
+            if start >= size:
+                return bounds
+            bounds.append((start, lines + counted))
+            target = start + split_bytes
+        lines += block.count(b"\n")
+        position += len(block)
+    return bounds
+
+
+def _row_group_bounds(parquet: pq.ParquetFile, split_bytes: int) -> list[tuple[int, int]]:
+    """(first row group, first row number) of each split: row groups taken in order until they hold
+    ``split_bytes`` compressed bytes."""
+    meta = parquet.metadata
+    bounds = [(0, 0)]
+    rows = held = 0
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        if held >= split_bytes:
+            bounds.append((i, rows))
+            held = 0
+        held += sum(group.column(c).total_compressed_size for c in range(group.num_columns))
+        rows += group.num_rows
+    return bounds
+
+
+class ByteRange(io.RawIOBase):
+    """The bytes [start, end) of a seekable stream, read as a stream of their own."""
+
+    def __init__(self, raw: IO[bytes], start: int, end: int | None):
+        super().__init__()
+        self._raw = raw
+        raw.seek(start)
+        self._left = None if end is None else end - start
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        want = len(buffer) if self._left is None else min(len(buffer), self._left)
+        data = self._raw.read(want) if want else b""
+        buffer[: len(data)] = data
+        if self._left is not None:
+            self._left -= len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._raw.close()
+            finally:
+                super().close()
+
+
+class SplitShardFn(beam.DoFn):
+    """A shard in, the splits it is read in out (see ``plan_splits``)."""
+
+    def __init__(self, settings: ReadSettings, split_bytes: int | None, sizes: Mapping[str, int]):
+        self._settings = settings
+        self._split_bytes = split_bytes
+        self._sizes = dict(sizes)
+
+    def process(self, shard: Shard) -> Iterator[Split]:
+        size = self._sizes.get(shard.uri)
+        if size is None:
+            fs, path = storage.filesystem(shard.uri, self._settings.storage_options)
+            size = storage.retrying("look up", shard.uri, lambda: fs.size(path)) or 0
+        splits = plan_splits(shard, size, self._split_bytes, self._settings)
+        if len(splits) > 1:
+            Metrics.counter("distilbeam", "shards_split").inc()
+        yield from splits
+
+
 def derived_id(source: str, offset: int) -> str:
     """A stable id for records without one: the same shard and offset always give the same id."""
     return hashlib.blake2b(f"{source}\0{offset}".encode(), digest_size=10).hexdigest()
@@ -101,38 +245,48 @@ def derived_id(source: str, offset: int) -> str:
 
 def read_shard(shard: Shard, settings: ReadSettings) -> Iterator[Document | Failure]:
     """Every record of one shard, in order, as a document or a failure. Never raises for bad data."""
-    problem = _not_a_regular_file(shard.uri)
+    return read_split(Split(shard.uri, shard.format), settings)
+
+
+def read_split(split: Split, settings: ReadSettings) -> Iterator[Document | Failure]:
+    """Every record of one split, in order, as a document or a failure. Never raises for bad data."""
+    problem = _not_a_regular_file(split.uri)
     if problem:
-        yield Failure.of("read", "NotRegularFile", problem, source=shard.uri, offset=0)
+        yield Failure.of("read", "NotRegularFile", problem, source=split.uri, offset=0)
         return
-    if shard.format == "parquet":
-        yield from _read_parquet(shard.uri, settings)
+    if split.format == "parquet":
+        yield from _read_parquet(split, settings)
         return
     try:
-        stream = _peekable(storage.open_input(shard.uri, settings.storage_options))
+        if split.whole:
+            stream = _peekable(storage.open_input(split.uri, settings.storage_options))
+        else:  # uncompressed: the range is read as stored
+            raw = storage.open_raw(split.uri, settings.storage_options)
+            stream = io.BufferedReader(ByteRange(raw, split.start, split.end), buffer_size=1 << 16)
     except Exception as exc:
         _raise_if_store_failed(exc)
-        yield Failure.of("read", exc, f"cannot open shard: {exc}", source=shard.uri, offset=0)
+        message = f"cannot open shard: {exc}"
+        yield Failure.of("read", exc, message, source=split.uri, offset=split.first_offset)
         return
-    parse = _parse_json_line if shard.format == "jsonl" else _parse_text_line
-    offset = 0
+    parse = _parse_json_line if split.format == "jsonl" else _parse_text_line
+    offset = split.first_offset
     with stream:
         try:
-            head = stream.peek(len(BOM) + 16)
+            head = stream.peek(len(BOM) + 16) if split.start == 0 else b""
         except Exception as exc:
             _raise_if_store_failed(exc)
-            yield Failure.of("decode", exc, _unreadable(shard.uri, 0, exc), source=shard.uri, offset=0)
+            yield Failure.of("decode", exc, _unreadable(split.uri, 0, exc), source=split.uri, offset=0)
             return
         wrong = sniff(head)
         if wrong:
-            name = shard.uri.rsplit("/", 1)[-1]
-            message = f"the content of {name} is {wrong[0]}, not {shard.format} text: {wrong[1]}"
-            yield Failure.of("decode", "WrongFormat", message, source=shard.uri, offset=0, raw=head[:64])
+            name = split.uri.rsplit("/", 1)[-1]
+            message = f"the content of {name} is {wrong[0]}, not {split.format} text: {wrong[1]}"
+            yield Failure.of("decode", "WrongFormat", message, source=split.uri, offset=0, raw=head[:64])
             return
         max_bytes = 4 * settings.max_chars
-        if settings.split and shard.format == "jsonl":
+        if settings.split and split.format == "jsonl":
             max_bytes = max(max_bytes, SPLIT_JSON_BYTES)
-        lines = _lines(stream, max_bytes, keep_long=settings.split and shard.format == "text")
+        lines = _lines(stream, max_bytes, keep_long=settings.split and split.format == "text")
         while True:
             try:
                 line = next(lines)
@@ -140,11 +294,11 @@ def read_shard(shard: Shard, settings: ReadSettings) -> Iterator[Document | Fail
                 return
             except Exception as exc:
                 _raise_if_store_failed(exc)
-                message = _unreadable(shard.uri, offset, exc)
-                yield Failure.of("decode", exc, message, source=shard.uri, offset=offset)
+                message = _unreadable(split.uri, offset, exc)
+                yield Failure.of("decode", exc, message, source=split.uri, offset=offset)
                 return
             if isinstance(line, LongLine):
-                yield from _long_line_parts(line, shard.uri, offset, settings)
+                yield from _long_line_parts(line, split.uri, offset, settings)
             elif isinstance(line, Skipped):
                 message = (
                     f"line longer than {line.limit} bytes (4 x input.max_chars); skipped unread, raise "
@@ -155,11 +309,11 @@ def read_shard(shard: Shard, settings: ReadSettings) -> Iterator[Document | Fail
                         f"JSON line longer than {line.limit} bytes; a JSON line is parsed whole, so it is "
                         "not split; skipped unread" + _cr_hint(line.head)
                     )
-                yield Failure.of("read", "TooLong", message, source=shard.uri, offset=offset, raw=line.head)
+                yield Failure.of("read", "TooLong", message, source=split.uri, offset=offset, raw=line.head)
             else:
-                if offset == 0 or shard.format == "jsonl":
+                if offset == 0 or split.format == "jsonl":
                     line = line.removeprefix(BOM)  # a byte-order mark, not text
-                yield from split_document(_guarded(parse, line, shard.uri, offset, settings), settings)
+                yield from split_document(_guarded(parse, line, split.uri, offset, settings), settings)
             offset += 1
 
 
@@ -412,7 +566,8 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
-def _read_parquet(uri: str, settings: ReadSettings) -> Iterator[Document | Failure]:
+def _read_parquet(split: Split, settings: ReadSettings) -> Iterator[Document | Failure]:
+    uri = split.uri
     try:
         handle = _open_parquet(uri, settings)
     except Exception as exc:
@@ -440,9 +595,11 @@ def _read_parquet(uri: str, settings: ReadSettings) -> Iterator[Document | Failu
         columns = [settings.text_field] if text_type else []
         if use_id:
             columns.append(settings.id_field)
-        offset = 0
+        offset = split.first_offset
+        end = parquet.metadata.num_row_groups if split.end is None else split.end
+        groups = list(range(split.start, end))
         try:
-            for n_rows, texts, ids in _parquet_batches(parquet, columns, settings, use_id, problem):
+            for n_rows, texts, ids in _parquet_batches(parquet, groups, columns, settings, use_id, problem):
                 for i in range(n_rows):
                     text = texts[i] if texts is not None else None
                     raw_id = ids[i] if ids is not None else None
@@ -465,15 +622,22 @@ def _is_text(type_: pa.DataType) -> bool:
 
 
 def _parquet_batches(
-    parquet: pq.ParquetFile, columns: list[str], settings: ReadSettings, use_id: bool, problem: str | None
+    parquet: pq.ParquetFile,
+    groups: list[int],
+    columns: list[str],
+    settings: ReadSettings,
+    use_id: bool,
+    problem: str | None,
 ) -> Iterator[tuple[int, list[Any] | None, list[Any] | None]]:
-    """(rows, texts, ids) per batch; string columns come as bytes, so one row's invalid UTF-8 is that
-    row's business (its bytes get replaced), not a reason to stop reading the file."""
+    """(rows, texts, ids) per batch of the given row groups; string columns come as bytes, so one row's
+    invalid UTF-8 is that row's business (its bytes get replaced), not a reason to stop reading the file."""
     if not columns:  # nothing to read: only the row count matters
-        for i in range(parquet.metadata.num_row_groups):
+        for i in groups:
             yield parquet.metadata.row_group(i).num_rows, None, None
         return
-    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+    if not groups:
+        return
+    for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=groups, columns=columns):
         texts = ids = None
         if settings.text_field in batch.schema.names:
             column = batch.column(settings.text_field)
@@ -592,41 +756,3 @@ def _decoded(chunks: Iterable[bytes], strip_bom: bool) -> Iterator[str]:
     for i, chunk in enumerate(chunks):
         yield decoder.decode(chunk.removeprefix(BOM) if i == 0 and strip_bom else chunk)
     yield decoder.decode(b"", final=True)
-
-
-class ReadShardFn(beam.DoFn):
-    """Streams one shard; documents on the main output, failures on ``failed``, and the shard's record
-    count on ``counts`` so the writer can check that every record came out somewhere."""
-
-    def __init__(self, settings: ReadSettings):
-        self._settings = settings
-        self._read = Metrics.counter("distilbeam", "docs_read")
-
-    def process(self, shard: Shard):
-        n = 0
-        for record in read_shard(shard, self._settings):
-            n += 1
-            if isinstance(record, Failure):
-                yield beam.pvalue.TaggedOutput("failed", record)
-            else:
-                yield record
-        self._read.inc(n)
-        yield beam.pvalue.TaggedOutput("counts", (shard.uri, n))
-
-
-class ReadShards(beam.PTransform):
-    """Shards -> documents (main), dead-letter rows (``failed``) and per-shard counts (``counts``)."""
-
-    def __init__(self, shards: list[Shard], settings: ReadSettings):
-        super().__init__()
-        self._shards = shards
-        self._settings = settings
-
-    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
-        return (
-            pbegin
-            | "ListShards" >> beam.Create(self._shards)
-            | "SpreadShards" >> beam.Reshuffle()
-            | "ReadRecords"
-            >> beam.ParDo(ReadShardFn(self._settings)).with_outputs("failed", "counts", main="docs")
-        )

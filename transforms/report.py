@@ -16,6 +16,10 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from transforms.schema import Failure
 
 TOP_ENTITIES_KEPT = 200  # per task, per shard and after merging: the top list is exact below this many
@@ -75,43 +79,61 @@ def _bucket_start(bucket: str) -> int:
     return int(bucket.split("-")[0])
 
 
-def profile_shard(
-    rows: Sequence[Mapping[str, Any]], failures: Sequence[Failure], tasks: Sequence[str]
-) -> Profile:
-    """The statistics of one shard's written rows and dead-letter rows."""
-    p = Profile(docs=len(rows))
-    lengths: dict[str, int] = {}
-    labels: dict[str, dict[str, int]] = {}
-    entities: dict[str, dict[str, int]] = {}
-    top: dict[str, dict[str, dict[str, int]]] = {}
-    for row in rows:
-        n = int(row.get("n_tokens") or 0)
-        p.tokens += max(n, 0)
-        bucket = length_bucket(n)
-        lengths[bucket] = lengths.get(bucket, 0) + 1
-        for task in tasks:
-            result = row.get(task)
-            if isinstance(result, Mapping) and "label" in result:
-                counts = labels.setdefault(task, {})
-                counts[str(result["label"])] = counts.get(str(result["label"]), 0) + 1
-            elif isinstance(result, list):  # spans with a label and text; other lists (vectors, answers) pass
-                for span in result:
-                    if not (isinstance(span, Mapping) and "label" in span and "text" in span):
-                        continue
-                    counts = entities.setdefault(task, {})
-                    mentions = top.setdefault(task, {})
-                    label = str(span["label"])
-                    counts[label] = counts.get(label, 0) + 1
-                    text = " ".join(str(span.get("text", "")).split())
-                    by_text = mentions.setdefault(label, {})
-                    by_text[text] = by_text.get(text, 0) + 1
-    dead: dict[str, dict[str, int]] = {}
+def profile_table(table: pa.Table, failures: Sequence[Failure], tasks: Sequence[str]) -> Profile:
+    """The statistics of written rows (a table of the output schema) and dead-letter rows, counted on the
+    table's columns: per row work is done by Arrow, per distinct label or entity text by Python."""
+    p = Profile(docs=table.num_rows)
+    if table.num_rows:
+        n_tokens = np.maximum(table.column("n_tokens").to_numpy(zero_copy_only=False).astype(np.int64), 0)
+        p.tokens = int(n_tokens.sum())
+        lows = np.where(n_tokens > 0, 1 << np.floor(np.log2(np.maximum(n_tokens, 1))).astype(np.int64), 0)
+        values, counts = np.unique(lows, return_counts=True)
+        p.lengths = {length_bucket(int(v)): int(c) for v, c in zip(values, counts, strict=True)}
+    for task in tasks:
+        if task not in table.column_names:
+            continue
+        column = table.column(task).combine_chunks()
+        kind = column.type
+        if pa.types.is_struct(kind) and kind.get_field_index("label") >= 0:
+            found = _value_counts(pc.struct_field(column, "label"))
+            if found:
+                p.labels[task] = {str(k): n for k, n in found.items()}
+        elif _is_span_list(kind):
+            spans = pc.list_flatten(column)
+            labels = pc.struct_field(spans, "label").cast(pa.string())
+            found = _value_counts(labels)
+            if not found:
+                continue
+            p.entities[task] = {str(k): n for k, n in found.items()}
+            pairs = pa.table({"label": labels, "text": pc.struct_field(spans, "text").cast(pa.string())})
+            counted = pairs.drop_null().group_by(["label", "text"]).aggregate([([], "count_all")])
+            mentions: dict[str, dict[str, int]] = {}
+            for label, text, n in zip(*(counted.column(i).to_pylist() for i in range(3)), strict=True):
+                text = " ".join(text.split())
+                by_text = mentions.setdefault(label, {})
+                by_text[text] = by_text.get(text, 0) + n
+            p.top_entities[task] = _trim(mentions)
     for f in failures:
-        by_error = dead.setdefault(f.stage, {})
+        by_error = p.dead_letter.setdefault(f.stage, {})
         by_error[f.error] = by_error.get(f.error, 0) + 1
-    p.lengths, p.labels, p.entities, p.dead_letter = lengths, labels, entities, dead
-    p.top_entities = {task: _trim(v) for task, v in top.items()}
     return p
+
+
+def _is_span_list(kind: pa.DataType) -> bool:
+    if not pa.types.is_list(kind) or not pa.types.is_struct(kind.value_type):
+        return False
+    return kind.value_type.get_field_index("label") >= 0 and kind.value_type.get_field_index("text") >= 0
+
+
+def _value_counts(values: pa.Array | pa.ChunkedArray) -> dict[Any, int]:
+    """Non-null values and how often each occurs."""
+    counted = pc.value_counts(pc.drop_null(values))
+    return {
+        value: int(n)
+        for value, n in zip(
+            counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True
+        )
+    }
 
 
 def _add(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:

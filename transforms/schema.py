@@ -72,6 +72,11 @@ class Failure:
         name = type(error).__name__ if isinstance(error, BaseException) else error
         return cls(id, source, offset, stage, name, clip(message, MESSAGE_LIMIT), clip(raw, RAW_LIMIT))
 
+    @classmethod
+    def of_document(cls, stage: str, error: str | BaseException, message: str, doc: Document) -> Failure:
+        """The dead-letter row of a document that was read but could not be annotated or written."""
+        return cls.of(stage, error, message, source=doc.source, offset=doc.offset, id=doc.id, raw=doc.text)
+
 
 def clip(value: bytes | str, limit: int) -> str:
     """At most ``limit`` bytes of UTF-8: invalid bytes and lone surrogates become U+FFFD first, then the

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 STATE_DIR = "_state"
 SHARDS_DIR = "shards"
+SPLITS_DIR = "splits"  # per split of a split shard, until the shard is committed
 RUNS_DIR = "runs"
 LOCK_FILE = "lock.json"
 ERRORS_DIR = "_errors"  # the dead letter's folder in an output
@@ -44,7 +45,7 @@ LOCK_RENEW_SECONDS = 60.0
 # point (see ``crash_point``). Unset in normal runs, where a crash point costs one dictionary lookup.
 CRASH_ENV = "DISTILBEAM_CRASH_AT"
 
-_OUTPUT_FILE = re.compile(r"^(?:_errors/)?(?:run_date=[^/]+/)?part-[0-9a-f]{16}\.parquet$")
+_OUTPUT_FILE = re.compile(r"^(?:_errors/)?(?:run_date=[^/]+/)?part-[0-9a-f]{16}(?:-[0-9]{5})?\.parquet$")
 _TEMP_FILE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # storage.write_atomic's temporary names
 
 
@@ -115,8 +116,8 @@ class ShardEntry:
     size: int
     identity: str
     annotation_sha256: str
-    output: str  # relative to output.path, '/'-separated
-    errors: str | None  # the dead-letter file, when the shard had failures
+    outputs: tuple[str, ...]  # one per split (one for a shard read whole); relative to output.path
+    errors: tuple[str, ...]  # the dead-letter files of the splits that had failures
     docs_read: int
     docs_written: int
     docs_failed: int
@@ -125,12 +126,20 @@ class ShardEntry:
     committed_at: str
 
     def files(self) -> list[str]:
-        return [self.output] + ([self.errors] if self.errors else [])
+        return [*self.outputs, *self.errors]
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "outputs": list(self.outputs), "errors": list(self.errors)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ShardEntry:
+        data = dict(data)
+        if "output" in data:  # an entry written before shards were split: one file and its dead letter
+            data["outputs"] = [data.pop("output")]
+            data["errors"] = [data["errors"]] if data.get("errors") else []
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        values = {k: v for k, v in data.items() if k in names}
+        return cls(**{**values, "outputs": tuple(values["outputs"]), "errors": tuple(values["errors"])})
 
 
 def entry_name(source: str) -> str:
@@ -166,7 +175,7 @@ def read_entries(path: str, storage_options: Mapping[str, Any]) -> dict[str, Sha
 
 
 def write_entry(path: str, entry: ShardEntry, storage_options: Mapping[str, Any]) -> None:
-    text = json.dumps(dataclasses.asdict(entry), indent=1, sort_keys=True) + "\n"
+    text = json.dumps(entry.to_json(), indent=1, sort_keys=True) + "\n"
     uri = state_uri(path, SHARDS_DIR, entry_name(entry.source))
     storage.write_atomic(uri, lambda f: f.write(text.encode()), storage_options)
 
@@ -237,6 +246,8 @@ def remove_unreferenced(
     fs.invalidate_cache()
     if not fs.exists(root):
         return []
+    storage.remove(state_uri(path, SPLITS_DIR), storage_options, recursive=True)  # of runs that died
+    fs.invalidate_cache()
     referenced = {f for e in entries.values() for f in e.files()}
     removed = []
     for found in sorted(fs.find(root)):
@@ -314,36 +325,74 @@ def carried_counts(entries: Iterable[ShardEntry]) -> dict[str, int]:
     return out
 
 
+def commit_split(
+    path: str,
+    run: RunSettings,
+    split: Any,
+    files: tuple[str, str | None],
+    counts: tuple[int, int, int, int],
+    storage_options: Mapping[str, Any],
+) -> ShardEntry | None:
+    """Called once a split's files are in place. A shard read whole is committed at once. A split shard is
+    committed by whichever of its splits finds, after recording its own files and counts under
+    ``_state/splits/``, that every split of the shard has done so in this run: the entry then lists every
+    split's files. Returns the entry, or None while splits are missing."""
+    if split.whole:
+        return commit_shard(path, run, split.uri, [files], [counts], storage_options)
+    folder = state_uri(path, SPLITS_DIR, entry_name(split.uri).removesuffix(".json"))
+    record = {"run_id": run.run_id, "index": split.index, "files": list(files), "counts": list(counts)}
+    uri = storage.join(folder, f"{split.index:05d}.json")
+    storage.write_atomic(uri, lambda f: f.write(json.dumps(record).encode()), storage_options)
+    fs, root = storage.filesystem(folder, storage_options)
+    fs.invalidate_cache()
+    names = [n for n in fs.ls(root, detail=False) if n.endswith(".json")]
+    records = [json.loads(blob) for blob in fs.cat(names).values()] if names else []
+    mine = {r["index"]: r for r in records if r.get("run_id") == run.run_id}
+    if len(mine) < split.count:
+        return None
+    ordered = [mine[k] for k in range(split.count)]
+    entry = commit_shard(
+        path,
+        run,
+        split.uri,
+        [tuple(r["files"]) for r in ordered],
+        [tuple(r["counts"]) for r in ordered],
+        storage_options,
+    )
+    storage.remove(folder, storage_options, recursive=True)
+    return entry
+
+
 def commit_shard(
     path: str,
     run: RunSettings,
     source: str,
-    files: tuple[str, str | None],
-    counts: tuple[int, int, int, int],
+    files: list[tuple[str, str | None]],
+    counts: list[tuple[int, int, int, int]],
     storage_options: Mapping[str, Any],
 ) -> ShardEntry:
-    """Records a shard whose files are in place, then removes the files of its earlier commit if they lay
-    elsewhere (another run_date partition). Called only after the shard's files are written."""
+    """Records a shard whose files (data and dead letter of each split) are in place, then removes the
+    files of its earlier commit that are not among them (another run_date partition, another split
+    layout)."""
     ident = run.shards[source]
-    output, errors = files
     entry = ShardEntry(
         source=source,
         size=ident.size,
         identity=ident.identity,
         annotation_sha256=run.annotation_sha256,
-        output=output,
-        errors=errors,
-        docs_read=counts[0],
-        docs_written=counts[1],
-        docs_failed=counts[2],
-        tokens=counts[3],
+        outputs=tuple(data for data, _ in files),
+        errors=tuple(errors for _, errors in files if errors),
+        docs_read=sum(c[0] for c in counts),
+        docs_written=sum(c[1] for c in counts),
+        docs_failed=sum(c[2] for c in counts),
+        tokens=sum(c[3] for c in counts),
         run_id=run.run_id,
         committed_at=iso_time(time.time()),
     )
     write_entry(path, entry, storage_options)
     crash_point("after_entry")
     for relative in run.previous.get(source, ()):
-        if relative not in (output, errors):
+        if relative not in entry.files():
             uri = output_uri(path, relative)
             storage.remove(uri, storage_options)
             _remove_folder_if_empty(uri, storage_options)

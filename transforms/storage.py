@@ -19,9 +19,10 @@ import logging
 import os
 import posixpath
 import random
+import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any, TypeVar
 
 import fsspec
@@ -332,31 +333,40 @@ def file_identity(info: Mapping[str, Any]) -> tuple[Any, Any]:
 def write_atomic(
     uri: str, write: Callable[[IO[bytes]], None], storage_options: Mapping[str, Any] | None = None
 ) -> None:
-    """Writes a file so that it appears complete or not at all under its final name.
+    """Writes a file so that it appears complete or not at all under its final name (see ``atomic_file``)."""
+    with atomic_file(uri, storage_options) as f:
+        write(f)
+
+
+@contextlib.contextmanager
+def atomic_file(uri: str, storage_options: Mapping[str, Any] | None = None) -> Iterator[IO[bytes]]:
+    """A binary file to stream into that appears complete under ``uri`` when the block ends without an
+    error, and not at all otherwise.
 
     A local file is written under a temporary name in the same directory and renamed, which is atomic on
-    POSIX filesystems. For an object store the content is built in memory and uploaded whole (one request,
-    or a multipart or resumable upload for large files): the store publishes an object only when its upload
-    completes, and an upload that fails is retried whole, never continued from a state we cannot see."""
+    POSIX filesystems. For an object store the content goes to a local temporary file, uploaded whole when
+    the block ends (one request, or a multipart or resumable upload for large files): the store publishes
+    an object only when its upload completes, and an upload that fails is retried whole, never continued
+    from a state we cannot see. Either way the content is never held in memory."""
     fs, path = filesystem(uri, storage_options)
     if isinstance(fs, LocalFileSystem):
         directory, name = os.path.split(path)
         os.makedirs(directory, exist_ok=True)
         tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
+    else:
+        tmp = os.path.join(tempfile.gettempdir(), f".distilbeam-upload.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        if isinstance(fs, LocalFileSystem):
             os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return
-    buffer = io.BytesIO()
-    write(buffer)
-    data = buffer.getvalue()
-    retrying("write", uri, lambda: fs.pipe_file(path, data))
+        else:
+            retrying("write", uri, lambda: fs.put_file(tmp, path))
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def check_writable(directory: str, storage_options: Mapping[str, Any] | None = None) -> None:

@@ -1,27 +1,35 @@
-"""Writing enriched Parquet, the dead letter and the run summary.
+"""Writing enriched Parquet and the dead letter as documents are annotated, committing each shard as soon as
+it is complete, and the run's summary and report at the end.
 
-Rows are gathered per input shard and written as one Parquet file per shard, named from the shard, sorted
-by offset, so a re-run replaces a file instead of adding a duplicate. Each shard's record count from the
-reader is checked against what was written plus what failed: no document disappears unnoticed."""
+A split's rows stream into its Parquet file in row groups, in reading order (so by offset), under a temporary
+name; its dead-letter rows likewise into a file beside it. When the split ends, its records read are checked
+against rows written plus rows failed (no document disappears unnoticed), the files are put in place, and
+the shard is committed to the manifest: at once for a shard read whole, by the last of its splits to finish
+otherwise. Files are named from the shard (and the split), so annotating a shard again replaces its files.
+What goes downstream is one small ``SplitResult`` per split, added up into the run's summary and report."""
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import hashlib
-import io
-import json
 import logging
+import os
+import shutil
+import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import IO, Any
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from transforms import report, state, storage
+from transforms.read import Split
 from transforms.schema import (
     DEAD_LETTER_SCHEMA,
     Annotated,
@@ -34,6 +42,7 @@ from transforms.schema import (
 log = logging.getLogger(__name__)
 ERRORS_DIR = state.ERRORS_DIR
 SUMMARY_FILE = report.SUMMARY_FILE
+ROW_GROUP_ROWS = 16384  # rows buffered before a row group is written
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,31 +52,36 @@ class WriteSettings:
     keep_text: bool
     compression: str
     storage_options: Mapping[str, Any] = dataclasses.field(repr=False)  # may hold credentials
-    # Scheduled and resumable runs (see transforms/state.py): the run this write belongs to, whose
-    # manifest entries commit each shard; and the task columns the run report profiles.
+    # The run this write belongs to, whose manifest entries commit each shard (see transforms/state.py);
+    # and the task columns the run report profiles.
     run: state.RunSettings | None = None
     tasks: tuple[str, ...] = ()
 
 
-def shard_file_name(source: str) -> str:
-    return f"part-{hashlib.blake2b(source.encode(), digest_size=8).hexdigest()}.parquet"
+def shard_file_name(source: str, split: Split | None = None) -> str:
+    """``part-<hash of the shard>.parquet``; a split shard's parts add ``-<split number>``."""
+    name = f"part-{hashlib.blake2b(source.encode(), digest_size=8).hexdigest()}"
+    if split is not None and not split.whole:
+        name += f"-{split.index:05d}"
+    return f"{name}.parquet"
 
 
-def parquet_bytes(rows: list[dict[str, Any]], schema: pa.Schema, compression: str) -> bytes:
-    table = pa.Table.from_pylist(rows, schema=schema)
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression=None if compression == "none" else compression)
-    return sink.getvalue()
+def shard_files(source: str, partition: str = "", split: Split | None = None) -> tuple[str, str]:
+    """A shard's (or split's) output and dead-letter files, relative to output.path: named from the shard
+    alone (in the run's date partition, if any), so annotating a shard again replaces its files in place."""
+    name = shard_file_name(source, split)
+    folder = f"{partition}/" if partition else ""
+    return f"{folder}{name}", f"{ERRORS_DIR}/{folder}{name}"
 
 
 def split_writable(
     items: list[Annotated], schema: pa.Schema, keep_text: bool
-) -> tuple[list[dict[str, Any]], list[Failure]]:
-    """Rows that convert to the output schema, and a write-stage failure for each one that does not."""
+) -> tuple[pa.Table, list[Failure]]:
+    """The rows that convert to the output schema, as a table, and a write-stage failure for each one that
+    does not."""
     rows = [output_row(item, keep_text) for item in items]
     try:
-        pa.Table.from_pylist(rows, schema=schema)
-        return rows, []
+        return pa.Table.from_pylist(rows, schema=schema), []
     except (pa.ArrowException, TypeError, ValueError):
         pass
     good, bad = [], []
@@ -76,134 +90,225 @@ def split_writable(
             pa.Table.from_pylist([row], schema=schema)
             good.append(row)
         except (pa.ArrowException, TypeError, ValueError) as exc:
-            doc = item.doc
-            bad.append(
-                Failure.of(
-                    "write",
-                    exc,
-                    f"result does not fit the output schema: {exc}",
-                    source=doc.source,
-                    offset=doc.offset,
-                    id=doc.id,
-                    raw=doc.text[:1024],
-                )
-            )
-    return good, bad
+            message = f"result does not fit the output schema: {exc}"
+            bad.append(Failure.of_document("write", exc, message, item.doc))
+    return pa.Table.from_pylist(good, schema=schema), bad
 
 
-def mark_duplicate_ids(items: list[Annotated]) -> list[Annotated]:
-    """Rows of one shard that share an id: each stays (every input record is one row, told apart by its
-    offset) and each gets the ``duplicate_id`` warning: none of them is more the original than another."""
-    counts = collections.Counter(item.doc.id for item in items)
-    duplicate = [counts[item.doc.id] > 1 for item in items]
-    return [
-        dataclasses.replace(item, doc=item.doc.with_warnings("duplicate_id")) if dup else item
-        for item, dup in zip(items, duplicate, strict=True)
-    ]
+@dataclasses.dataclass(frozen=True)
+class SplitResult:
+    """What one split sends downstream: its counts, the report's statistics of its rows, and documents
+    finished per wall-clock second. Results add up to the run's."""
 
+    stats: ShardStats = dataclasses.field(default_factory=ShardStats)
+    profile: report.Profile = dataclasses.field(default_factory=report.Profile)
+    timeline: Mapping[int, int] = dataclasses.field(default_factory=dict)
 
-class WriteShardFn(beam.DoFn):
-    """(shard, {docs, failed, counts}) -> the shard's Parquet file and dead-letter file, and its stats."""
-
-    def __init__(self, settings: WriteSettings):
-        self._settings = settings
-        self._written = Metrics.counter("distilbeam", "docs_written")
-        self._failed = Metrics.counter("distilbeam", "docs_failed")
-        self._tokens = Metrics.counter("distilbeam", "tokens")
-        self._lost = Metrics.counter("distilbeam", "docs_unaccounted")
-
-    def process(self, element: tuple[str, Mapping[str, Iterable[Any]]]) -> Iterator[ShardStats]:
-        source, grouped = element
-        s = self._settings
-        items = sorted(grouped["docs"], key=lambda a: (a.doc.offset, a.doc.char_offset, a.doc.id))
-        items = mark_duplicate_ids(items)
-        rows, write_failures = split_writable(items, s.schema, s.keep_text)
-        failures = sorted(
-            [*grouped["failed"], *write_failures], key=lambda f: (f.offset, f.stage, f.id or "")
+    def __add__(self, other: SplitResult) -> SplitResult:
+        return SplitResult(
+            self.stats + other.stats,
+            self.profile.merge(other.profile),
+            report.merge_timelines([self.timeline, other.timeline]),
         )
-        read = sum(grouped["counts"])
-        data_file, errors_file = shard_files(source, s.run.partition if s.run else "")
 
-        data = parquet_bytes(rows, s.schema, s.compression)
-        storage.write_atomic(state.output_uri(s.path, data_file), _halting_writer(data), s.storage_options)
-        state.crash_point("after_data")
-        errors_uri = state.output_uri(s.path, errors_file)
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stats": dataclasses.asdict(self.stats),
+            "profile": self.profile.to_json(),
+            "timeline": {str(k): v for k, v in self.timeline.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SplitResult:
+        return cls(
+            ShardStats(**data["stats"]),
+            report.Profile.from_json(data["profile"]),
+            {int(k): v for k, v in data["timeline"].items()},
+        )
+
+
+def total(results: Iterable[SplitResult]) -> SplitResult:
+    out = SplitResult()
+    for result in results:
+        out = out + result
+    return out
+
+
+class SplitWriter:
+    """Streams one split's rows and dead-letter rows into temporary files; ``commit`` puts them in place and
+    commits the shard when it is complete. Used as a context manager, so temporary files of a split that
+    fails are removed."""
+
+    def __init__(self, settings: WriteSettings, split: Split):
+        self._s = settings
+        self._split = split
+        partition = settings.run.partition if settings.run else ""
+        self.data_file, self.errors_file = shard_files(split.uri, partition, split)
+        self._stack = contextlib.ExitStack()
+        self._data: pq.ParquetWriter | None = None
+        self._data_handle: IO[bytes] | None = None
+        self._errors: pq.ParquetWriter | None = None
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._id_hashes: list[np.ndarray] = []
+        self._read = self._written = self._failed = self._tokens = 0
+        self._by_stage: collections.Counter[str] = collections.Counter()
+        self._profile = report.Profile()
+        self._timeline: dict[int, int] = {}
+
+    def __enter__(self) -> SplitWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        """After ``commit`` there is nothing left to do; a split that failed leaves no file behind."""
+        for writer in (self._data, self._errors):
+            if writer is not None and exc[0] is not None:
+                with contextlib.suppress(Exception):
+                    writer.close()
+        self._stack.__exit__(*exc)
+
+    def write(self, items: Sequence[Annotated], failures: Sequence[Failure], records: int) -> None:
+        """One chunk of the split, in reading order: the ``records`` read, as annotated documents and
+        failures."""
+        s = self._s
+        table, unwritable = split_writable(list(items), s.schema, s.keep_text)
+        failures = sorted([*failures, *unwritable], key=lambda f: (f.offset, f.stage, f.id or ""))
+        self._read += records
+        if table.num_rows:
+            self._append(table)
         if failures:
-            dead = parquet_bytes([dead_letter_row(f) for f in failures], DEAD_LETTER_SCHEMA, s.compression)
-            storage.write_atomic(errors_uri, lambda f: f.write(dead), s.storage_options)
-            state.crash_point("after_errors")
-        else:  # a dead letter left by an earlier run of this shard would be stale
-            storage.remove(errors_uri, s.storage_options)
+            self._write_failures(failures)
+        self._written += table.num_rows
+        self._failed += len(failures)
+        tokens = table.column("n_tokens").to_numpy()
+        self._tokens += int(tokens.sum())
+        self._profile = self._profile.merge(report.profile_table(table, failures, s.tasks))
+        now = int(time.time())
+        self._timeline[now] = self._timeline.get(now, 0) + table.num_rows + len(failures)
 
-        tokens = sum(row["n_tokens"] for row in rows)
-        if read != len(rows) + len(failures):
-            log.error(
-                "shard %s: %d records read but %d written + %d failed", source, read, len(rows), len(failures)
-            )
-            self._lost.inc(abs(read - len(rows) - len(failures)))
-        self._written.inc(len(rows))
-        self._failed.inc(len(failures))
-        self._tokens.inc(tokens)
-        by_stage: dict[str, int] = {}
+    def _append(self, table: pa.Table) -> None:
+        ids = table.column("id").to_pylist()
+        self._id_hashes.append(np.fromiter((hash(i) for i in ids), dtype=np.int64, count=len(ids)))
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        if self._data is None:
+            self._data_handle = self._stack.enter_context(self._atomic(self.data_file))
+            self._data = pq.ParquetWriter(self._data_handle, self._s.schema, compression=self._compression)
+        self._data.write_table(pa.concat_tables(self._pending))
+        self._pending, self._pending_rows = [], 0
+
+    def _write_failures(self, failures: list[Failure]) -> None:
+        if self._errors is None:
+            handle = self._stack.enter_context(self._atomic(self.errors_file))
+            self._errors = pq.ParquetWriter(handle, DEAD_LETTER_SCHEMA, compression=self._compression)
+        rows = [dead_letter_row(f) for f in failures]
+        self._errors.write_table(pa.Table.from_pylist(rows, schema=DEAD_LETTER_SCHEMA))
         for failure in failures:
-            by_stage[failure.stage] = by_stage.get(failure.stage, 0) + 1
-        if s.run is not None:
-            if read == len(rows) + len(failures):  # an incomplete shard stays uncommitted: re-run redoes it
-                counts = (read, len(rows), len(failures), tokens)
-                files = (data_file, errors_file if failures else None)
-                state.commit_shard(s.path, s.run, source, files, counts, s.storage_options)
-            yield beam.pvalue.TaggedOutput("profiles", report.profile_shard(rows, failures, s.tasks))
-        yield ShardStats(1, read, len(rows), len(failures), tokens, by_stage)
+            self._by_stage[failure.stage] += 1
+
+    @property
+    def _compression(self) -> str | None:
+        return None if self._s.compression == "none" else self._s.compression
+
+    def _atomic(self, relative: str) -> Any:
+        return storage.atomic_file(state.output_uri(self._s.path, relative), self._s.storage_options)
+
+    def commit(self) -> SplitResult:
+        """Puts the split's files in place (an empty split still gets a data file with the schema), then
+        commits the shard if the counts add up and every split of it is in place."""
+        s = self._s
+        self._flush()
+        if self._data is None:
+            self._data_handle = self._stack.enter_context(self._atomic(self.data_file))
+            self._data = pq.ParquetWriter(self._data_handle, s.schema, compression=self._compression)
+        state.crash_point("write_data")  # row groups written, the footer not: a torn temporary file
+        self._data.close()
+        self._mark_duplicate_ids()
+        errors_uri = state.output_uri(s.path, self.errors_file)
+        if self._errors is not None:
+            self._errors.close()
+        self._stack.close()  # both files in place: the data file first
+        state.crash_point("after_data")
+        if self._errors is not None:
+            state.crash_point("after_errors")
+        else:  # a dead letter left by an earlier run of this split would be stale
+            storage.remove(errors_uri, s.storage_options)
+        self._count()
+        if self._read != self._written + self._failed:
+            log.error(
+                "shard %s: %d records read but %d written + %d failed",
+                self._split.uri,
+                self._read,
+                self._written,
+                self._failed,
+            )
+            Metrics.counter("distilbeam", "docs_unaccounted").inc(
+                abs(self._read - self._written - self._failed)
+            )
+        files = (self.data_file, self.errors_file if self._errors is not None else None)
+        counts = (self._read, self._written, self._failed, self._tokens)
+        if s.run is not None and counts[0] == counts[1] + counts[2]:  # else the shard stays uncommitted
+            state.commit_split(s.path, s.run, self._split, files, counts, s.storage_options)
+        stats = ShardStats(int(self._split.index == 0), *counts, dict(sorted(self._by_stage.items())))
+        return SplitResult(stats, self._profile, self._timeline)
+
+    def _count(self) -> None:
+        Metrics.counter("distilbeam", "docs_written").inc(self._written)
+        Metrics.counter("distilbeam", "docs_failed").inc(self._failed)
+        Metrics.counter("distilbeam", "tokens").inc(self._tokens)
+
+    def _mark_duplicate_ids(self) -> None:
+        """Rows of one split that share an id: each stays (every input record is one row, told apart by its
+        offset) and each gets the ``duplicate_id`` warning, none of them being more the original than
+        another. Ids are remembered as hashes while rows stream out; in the rare split that has a repeated
+        one, the file is rewritten once, a row group at a time, with the warning added."""
+        hashes = np.concatenate(self._id_hashes) if self._id_hashes else np.zeros(0, np.int64)
+        unique, counts = np.unique(hashes, return_counts=True)
+        repeated = set(unique[counts > 1].tolist())
+        if not repeated:
+            return
+        self._data_handle.flush()
+        path = self._data_handle.name
+        parquet = pq.ParquetFile(path)
+        ids = collections.Counter(
+            i for i in parquet.read(columns=["id"]).column("id").to_pylist() if hash(i) in repeated
+        )
+        duplicated = {i for i, n in ids.items() if n > 1}
+        if not duplicated:
+            return  # hashes alike, ids not
+        with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), suffix=".tmp") as patched:
+            with pq.ParquetWriter(patched.name, self._s.schema, compression=self._compression) as out:
+                for g in range(parquet.num_row_groups):
+                    out.write_table(_with_duplicate_warning(parquet.read_row_group(g), duplicated))
+            parquet.close()
+            self._data_handle.seek(0)
+            self._data_handle.truncate()
+            with open(patched.name, "rb") as f:
+                shutil.copyfileobj(f, self._data_handle, 1 << 20)
+        self._data_handle.flush()
 
 
-# Module-level (not lambdas) so the graph pickles them by name: workers run their installed copy.
-def _by_shard_of_doc(item: Annotated) -> tuple[str, Annotated]:
-    return item.doc.source, item
+def _with_duplicate_warning(table: pa.Table, duplicated: set[str]) -> pa.Table:
+    from transforms.schema import WARNINGS
+
+    ids = table.column("id").to_pylist()
+    warnings = table.column("warnings").to_pylist()
+    order = list(WARNINGS)
+    fixed = [
+        [w for w in order if w in {*found, "duplicate_id"}] if i in duplicated else found
+        for i, found in zip(ids, warnings, strict=True)
+    ]
+    index = table.schema.get_field_index("warnings")
+    return table.set_column(index, table.schema.field(index), pa.array(fixed, pa.list_(pa.string())))
 
 
-def _by_shard(failure: Failure) -> tuple[str, Failure]:
-    return failure.source, failure
-
-
-def shard_files(source: str, partition: str = "") -> tuple[str, str]:
-    """A shard's output and dead-letter files, relative to output.path: named from the shard alone (in
-    the run's date partition, if any), so annotating a shard again replaces its files in place."""
-    name = shard_file_name(source)
-    folder = f"{partition}/" if partition else ""
-    return f"{folder}{name}", f"{ERRORS_DIR}/{folder}{name}"
-
-
-def _halting_writer(data: bytes) -> Any:
-    """Writes ``data``; the crash-test point ``write_data`` falls half-way through, leaving a partly written
-    temporary file as a real crash would."""
-
-    def write(f: Any) -> None:
-        half = len(data) // 2
-        f.write(data[:half])
-        f.flush()
-        state.crash_point("write_data")
-        f.write(data[half:])
-
-    return write
-
-
-class WriteSummaryFn(beam.DoFn):
-    """Writes ``_SUMMARY.json`` once every shard is written: the run's counts and the facts it was given."""
-
-    def __init__(
-        self, path: str, facts: Mapping[str, Any], started: float, storage_options: Mapping[str, Any]
-    ):
-        self._path = path
-        self._facts = facts
-        self._started = started
-        self._storage_options = storage_options
-
-    def process(self, stats: ShardStats) -> Iterator[dict[str, Any]]:
-        summary = summary_dict(stats, self._facts, time.time() - self._started)
-        text = json.dumps(summary, indent=2, sort_keys=False) + "\n"
-        uri = storage.join(self._path, SUMMARY_FILE)
-        storage.write_atomic(uri, lambda f: f.write(text.encode()), self._storage_options)
-        yield summary
+# -- the run's summary and report --------------------------------------------------------------------------
 
 
 def summary_dict(stats: ShardStats, facts: Mapping[str, Any], wall_seconds: float) -> dict[str, Any]:
@@ -221,39 +326,16 @@ def summary_dict(stats: ShardStats, facts: Mapping[str, Any], wall_seconds: floa
     }
 
 
-class WriteEnrichedParquet(beam.PTransform):
-    """Annotated documents, dead-letter rows and per-shard read counts -> Parquet files, then the summary."""
+class WriteRunReport(beam.PTransform):
+    """Every split's ``SplitResult`` -> the run's summary and report, written once every shard is in."""
 
-    def __init__(self, settings: WriteSettings, facts: Mapping[str, Any], started: float):
+    def __init__(self, path: str, facts: Mapping[str, Any], run: state.RunSettings, storage_options: Any):
         super().__init__()
-        self._settings = settings
-        self._facts = facts
-        self._started = started
+        self._fn = WriteRunReportFn(path, facts, run, storage_options)
 
-    def expand(self, inputs: Mapping[str, beam.PCollection]) -> beam.PCollection:
-        s = self._settings
-        written = (
-            {
-                "docs": inputs["docs"] | "KeyDocs" >> beam.Map(_by_shard_of_doc),
-                "failed": inputs["failed"] | "KeyFailures" >> beam.Map(_by_shard),
-                "counts": inputs["counts"],
-            }
-            | "GroupByShard" >> beam.CoGroupByKey()
-            | "WriteShards" >> beam.ParDo(WriteShardFn(s)).with_outputs("profiles", main="stats")
-        )
-        stats = written.stats | "AddUp" >> beam.CombineGlobally(sum, ShardStats())
-        if s.run is None:
-            return stats | "WriteSummary" >> beam.ParDo(
-                WriteSummaryFn(s.path, self._facts, self._started, s.storage_options)
-            )
-        # A scheduled run: shards were committed to the manifest as they were written; their profiles and
-        # the per-second timeline (input ``timeline``) add up to the run report.
-        profile = written.profiles | "AddUpProfiles" >> beam.CombineGlobally(report.merge_profiles)
-        timeline = inputs["timeline"] | "AddUpTimeline" >> beam.CombineGlobally(report.merge_timelines)
-        return stats | "WriteRunReport" >> beam.ParDo(
-            WriteRunReportFn(s.path, self._facts, s.run, s.storage_options),
-            beam.pvalue.AsSingleton(profile),
-            beam.pvalue.AsSingleton(timeline),
+    def expand(self, results: beam.PCollection) -> beam.PCollection:
+        return (
+            results | "AddUp" >> beam.CombineGlobally(total) | "WriteSummaryAndReport" >> beam.ParDo(self._fn)
         )
 
 
@@ -269,12 +351,12 @@ class WriteRunReportFn(beam.DoFn):
         self._run = run
         self._storage_options = storage_options
 
-    def process(
-        self, stats: ShardStats, profile: report.Profile, timeline: Mapping[int, int]
-    ) -> Iterator[dict[str, Any]]:
+    def process(self, result: SplitResult) -> Iterator[dict[str, Any]]:
         state.crash_point("before_summary")
-        summary = run_summary(stats, profile, timeline, self._facts, self._run, time.time())
-        latest = stats.shards > 0 or self._run.summary_behind  # a run that changed nothing leaves them
+        summary = run_summary(
+            result.stats, result.profile, result.timeline, self._facts, self._run, time.time()
+        )
+        latest = result.stats.shards > 0 or self._run.summary_behind  # a run that changed nothing leaves them
         report.write_run_record(self._path, summary, self._storage_options, latest=latest)
         yield summary
 

@@ -75,12 +75,9 @@ def test_dry_run_builds_a_job_with_our_transforms(dry_run):
     assert result.state == "DONE"
     names = {t.unique_name for t in result.job.proto_pipeline.components.transforms.values()}
     for expected in (
-        "ReadShards/ReadRecords",
-        "AnnotateDocuments/TokenizeAndBatch0",
-        "AnnotateDocuments/Infer[sentiment]/BeamML_RunInference",
-        "AnnotateDocuments/Infer[entities]/BeamML_RunInference",
-        "WriteEnrichedParquet/WriteShards",
-        "WriteEnrichedParquet/WriteSummary",
+        "SplitShards",
+        "AnnotateSplits/AnnotateAndWrite",
+        "WriteRunReport/WriteSummaryAndReport",
     ):
         assert expected in names
 

@@ -69,8 +69,8 @@ def check_visible_state(out, crash: str) -> None:
     keys = [(r[0], r[1]) for r in h.rows(out)]
     assert len(keys) == len(set(keys)), crash
     for e in h.entries(out).values():
-        assert pq.read_metadata(out / e["output"]).num_rows == e["docs_written"], crash
-        assert pq.read_metadata(out / e["errors"]).num_rows == e["docs_failed"] == 1, crash
+        assert pq.read_metadata(out / e["outputs"][0]).num_rows == e["docs_written"], crash
+        assert pq.read_metadata(out / e["errors"][0]).num_rows == e["docs_failed"] == 1, crash
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_killed_runs_resume_to_exactly_the_documents_of_a_clean_run(
     cfg = write_config(crash_config(models_dir, inputs, out))
     for point, commits in CHAIN:
         before = h.entries(out)
-        before_mtimes = {s: (out / e["output"]).stat().st_mtime_ns for s, e in before.items()}
+        before_mtimes = {s: (out / e["outputs"][0]).stat().st_mtime_ns for s, e in before.items()}
         killed = run_cli("run", "--config", str(cfg), env={state.CRASH_ENV: point})
         assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-2000:])
         check_visible_state(out, point)
@@ -105,7 +105,7 @@ def test_killed_runs_resume_to_exactly_the_documents_of_a_clean_run(
         new = {s for s, e in after.items() if s not in before or e["run_id"] != before[s]["run_id"]}
         assert not new & set(before), point  # committed shards were not annotated again
         for source, e in before.items():
-            assert after[source] == e and (out / e["output"]).stat().st_mtime_ns == before_mtimes[source]
+            assert after[source] == e and (out / e["outputs"][0]).stat().st_mtime_ns == before_mtimes[source]
         if commits is not None:
             assert len(new) == commits, (point, new)
         else:
@@ -144,6 +144,27 @@ def test_a_kill_at_a_random_moment_resumes_to_the_documents_of_a_clean_run(
     assert_same_as_clean(out, clean_out, expected)
 
 
+def test_a_kill_half_way_keeps_the_shards_committed_before_it(models_dir, write_config, tmp_path, clean):
+    """Shards are committed as they are done: killed while annotating the fourth of six shards, a run has
+    committed three (a run that committed only at its end would have committed none), and the next run
+    annotates the other three alone."""
+    inputs, clean_out, _ = clean
+    expected = annotations(clean_out)
+    out = tmp_path / "out"
+    cfg = write_config(crash_config(models_dir, inputs, out))
+    per_shard = DOCS + 1  # annotated documents and the dead-lettered one
+    killed = run_cli("run", "--config", str(cfg), env={state.CRASH_ENV: f"annotate:{3 * per_shard + 1}"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    check_visible_state(out, "half-way")
+    committed = h.entries(out)
+    assert len(committed) == 3
+    final = run_cli("run", "--config", str(cfg))
+    assert final.returncode == 0, final.stderr
+    assert h.run_summary(out, final.stdout)["selection"]["kept"] == 3
+    assert {s: e for s, e in h.entries(out).items() if s in committed} == committed  # not redone
+    assert_same_as_clean(out, clean_out, expected)
+
+
 def assert_same_as_clean(out, clean_out, expected) -> None:
     assert annotations(out) == expected  # every document once, annotated as in the clean run
     assert h.dead_rows(out) == h.dead_rows(clean_out)
@@ -171,7 +192,7 @@ def test_a_kill_after_moving_a_shard_to_a_new_partition_is_cleaned_up(models_dir
     killed = run_cli("run", "--config", str(day2), env={state.CRASH_ENV: "after_entry"})
     assert killed.returncode == -signal.SIGKILL
     # Committed to the new partition, the old file not yet removed: the manifest lists each shard once.
-    assert sorted(e["output"].split("/")[0] for e in h.entries(out).values()) == [
+    assert sorted(e["outputs"][0].split("/")[0] for e in h.entries(out).values()) == [
         "run_date=2026-05-01",
         "run_date=2026-05-02",
     ]

@@ -1,19 +1,23 @@
-"""``AnnotateDocuments`` on the DirectRunner: every document comes out once, with every task's result equal to
-running that task's model on the document alone, across tokenizer groups, batches and sort windows."""
+"""Annotating split by split: ``annotate_chunk`` gives every document every task's result, equal to running
+that task's model on the document alone, across tokenizer groups, batches and chunk sizes; and the
+``AnnotateSplits`` step on the DirectRunner reads, annotates and writes a shard in one go."""
 
 from __future__ import annotations
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
-from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
+from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.config import from_dict
-from pipeline.plan import prepare
-from transforms.annotate import AnnotateDocuments
-from transforms.batching import Batch, tokenize
-from transforms.schema import Annotated, Document
+from pipeline.plan import prepare, read_settings
+from transforms.annotate import LoadedGroup, annotate_chunk, chunks, unbatch
+from transforms.batching import CALLS_PER_BATCH, Batch, tokenize
+from transforms.read import Split
+from transforms.schema import Annotated, Document, Failure
+from transforms.write import WriteSettings, shard_file_name
 
 TEXTS = [
     "The hotel in Paris was lovely and the staff were very helpful.",
@@ -28,8 +32,7 @@ TEXTS = [
 DOCS = [Document(f"doc-{i}", "/data/shard.txt", i, t) for i, t in enumerate(TEXTS)]
 
 
-@pytest.fixture(scope="module")
-def plan(models_dir, tmp_path_factory):
+def make_plan(models_dir, tmp_path_factory, max_tokens):
     shard = tmp_path_factory.mktemp("input") / "shard.txt"
     shard.write_text("\n".join(TEXTS), encoding="utf-8")
     cfg = from_dict(
@@ -45,11 +48,21 @@ def plan(models_dir, tmp_path_factory):
                     "stride": 3,
                 },
             },
+            "batching": {"max_tokens": max_tokens},
             "output": {"path": str(tmp_path_factory.mktemp("out"))},
             "runtime": {"device": "cpu", "torch_threads": 1},
         }
     )
     return prepare(cfg)
+
+
+def loaded_groups(plan) -> list[LoadedGroup]:
+    out = []
+    for group in plan.groups:
+        handlers = [(h, h.load_model()) for h in group.handlers]
+        budget = min(m.max_tokens for _, m in handlers)
+        out.append(LoadedGroup(group.load_tokenizer(), handlers, CALLS_PER_BATCH * budget))
+    return out
 
 
 def one_at_a_time(plan) -> dict[str, dict]:
@@ -65,50 +78,101 @@ def one_at_a_time(plan) -> dict[str, dict]:
     return expected
 
 
-def matches(expected: dict[str, dict], n_tokens: dict[str, int]):
-    def check(actual: list[Annotated]) -> None:
-        by_id = {a.doc.id: a for a in actual}
-        if len(by_id) != len(actual) or set(by_id) != set(expected):
-            raise BeamAssertException(f"documents out: {sorted(a.doc.id for a in actual)}")
-        for doc_id, item in by_id.items():
-            want = expected[doc_id]
-            if set(item.results) != set(want):
-                raise BeamAssertException(f"{doc_id}: tasks {sorted(item.results)}")
-            if item.n_tokens != n_tokens[doc_id]:
-                raise BeamAssertException(f"{doc_id}: n_tokens {item.n_tokens} != {n_tokens[doc_id]}")
-            got = item.results["sentiment"]
-            if (
-                got["label"] != want["sentiment"]["label"]
-                or abs(got["score"] - want["sentiment"]["score"]) > 1e-5
-            ):
-                raise BeamAssertException(f"{doc_id}: sentiment {got} != {want['sentiment']}")
-            for task in ("entities", "cased"):
-                spans = [(e["label"], e["start"], e["end"], e["text"]) for e in item.results[task]]
-                wanted = [(e["label"], e["start"], e["end"], e["text"]) for e in want[task]]
-                close = all(
-                    abs(a["score"] - b["score"]) <= 1e-5
-                    for a, b in zip(item.results[task], want[task], strict=False)
-                )
-                if spans != wanted or not close:
-                    raise BeamAssertException(f"{doc_id}: {task} {item.results[task]} != {want[task]}")
-
-    return check
+def check_matches(actual: list[Annotated], expected: dict[str, dict], n_tokens: dict[str, int]) -> None:
+    assert [a.doc.id for a in actual] == [d.id for d in DOCS], "every document once, in reading order"
+    for item in actual:
+        want = expected[item.doc.id]
+        assert set(item.results) == set(want) and item.n_tokens == n_tokens[item.doc.id]
+        got = item.results["sentiment"]
+        assert got["label"] == want["sentiment"]["label"]
+        assert got["score"] == pytest.approx(want["sentiment"]["score"], abs=1e-5)
+        for task in ("entities", "cased"):
+            spans = [(e["label"], e["start"], e["end"], e["text"]) for e in item.results[task]]
+            assert spans == [(e["label"], e["start"], e["end"], e["text"]) for e in want[task]]
+            for a, b in zip(item.results[task], want[task], strict=True):
+                assert a["score"] == pytest.approx(b["score"], abs=1e-5)
 
 
-@pytest.mark.parametrize(("max_tokens", "sort_window"), [(48, 3), (4096, 100)])
-def test_annotate_documents_on_the_direct_runner(plan, max_tokens, sort_window):
+@pytest.mark.parametrize(("max_tokens", "chunk"), [(48, 3), (4096, 100)])
+def test_annotate_chunk_equals_each_document_alone(models_dir, tmp_path_factory, max_tokens, chunk):
+    plan = make_plan(models_dir, tmp_path_factory, max_tokens)
     assert len(plan.groups) == 2, "the cased model has a tokenizer of its own"
     expected = one_at_a_time(plan)
     assert any(expected[d]["entities"] for d in expected), "some entities, so the comparison says something"
     tokenizer = plan.groups[0].load_tokenizer()
     n_tokens = {d.id: len(tokenizer(d.text, add_special_tokens=False)["input_ids"]) for d in DOCS}
+    groups = loaded_groups(plan)
+    annotated, failures = [], []
+    for part in chunks(DOCS, chunk):
+        done, failed = annotate_chunk(part, groups)
+        annotated += done
+        failures += failed
+    assert failures == []
+    check_matches(annotated, expected, n_tokens)
 
+
+def test_a_document_a_task_cannot_annotate_is_dead_lettered_and_its_neighbours_go_on(
+    models_dir, tmp_path_factory
+):
+    plan = make_plan(models_dir, tmp_path_factory, 4096)
+    groups = loaded_groups(plan)
+    real = groups[0].tokenizer
+
+    def tokenizer(texts, **kwargs):
+        if any("Vienna" in t for t in texts):
+            raise ValueError("cannot tokenize this")
+        return real(texts, **kwargs)
+
+    groups[0].tokenizer = tokenizer
+    annotated, failures = annotate_chunk(DOCS, groups)
+    assert [a.doc.id for a in annotated] == [d.id for d in DOCS if "Vienna" not in d.text]
+    (failure,) = failures
+    assert (failure.id, failure.stage, failure.error) == ("doc-5", "tokenize", "ValueError")
+
+
+def test_unbatch_keeps_documents_in_their_batch_order_and_sends_failures_aside(models_dir):
+    from transforms import models
+
+    tokenizer = models.load_tokenizer(models_dir / "tokenizer")
+    items = [
+        Annotated(Document(f"doc-{i}", "src", i, t), -1, {}) for i, t in enumerate(["a b c", "d", "e f"])
+    ]
+    tokenized, _ = tokenize(tokenizer, items)
+    boom = Failure.of("infer", "Boom", "no", source="src", offset=1, id="doc-1")
+    batch = (
+        Batch(tuple(tokenized)).with_results("a", ["A0", boom, "A2"]).with_results("b", ["B0", "B1", "B2"])
+    )
+    out = list(unbatch(batch))
+    assert out[1] is boom
+    assert [(o.doc.id, o.n_tokens, dict(o.results)) for o in (out[0], out[2])] == [
+        ("doc-0", 3, {"a": "A0", "b": "B0"}),
+        ("doc-2", 2, {"a": "A2", "b": "B2"}),
+    ]
+
+
+def test_annotate_splits_on_the_direct_runner_writes_each_split(models_dir, tmp_path_factory):
+    from transforms.annotate import AnnotateSplits
+
+    plan = make_plan(models_dir, tmp_path_factory, 4096)
+    expected = one_at_a_time(plan)
+    out = tmp_path_factory.mktemp("written")
+    cfg = plan.cfg
+    write = WriteSettings(str(out), plan.schema, False, "zstd", {}, tasks=tuple(cfg.tasks))
+    (shard,) = plan.shards
     options = PipelineOptions(["--runner=DirectRunner"])
     with BeamTestPipeline(options=options) as p:
-        out = (
+        results = (
             p
-            | beam.Create(DOCS)
-            | AnnotateDocuments(plan.groups, max_tokens=max_tokens, sort_window=sort_window)
+            | beam.Create([Split(shard.uri, shard.format)])
+            | AnnotateSplits(plan.groups, read_settings(cfg), write, sort_window=3)
         )
-        assert_that(out["annotated"], matches(expected, n_tokens), label="AllAnnotated")
-        assert_that(out["failed"], equal_to([]), label="NothingFailed")
+        docs = results | beam.Map(lambda r: (r.stats.docs_read, r.stats.docs_written, r.profile.docs))
+        assert_that(docs, equal_to([(len(TEXTS), len(TEXTS), len(TEXTS))]))
+    rows = pq.read_table(out / shard_file_name(shard.uri)).to_pylist()
+    assert [r["offset"] for r in rows] == list(range(len(TEXTS)))
+    for row in rows:
+        want = expected[f"doc-{row['offset']}"]
+        assert row["sentiment"]["label"] == want["sentiment"]["label"]
+        assert [(e["label"], e["start"], e["end"]) for e in row["entities"]] == [
+            (e["label"], e["start"], e["end"]) for e in want["entities"]
+        ]

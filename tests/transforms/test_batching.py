@@ -8,22 +8,12 @@ import random
 
 import numpy as np
 import pytest
-from apache_beam.pvalue import TaggedOutput
-from apache_beam.utils.windowed_value import WindowedValue
 
 from pipeline.config import from_dict
 from pipeline.plan import resolve_task
 from transforms import models
-from transforms.batching import (
-    CALLS_PER_BATCH,
-    Batch,
-    BatchDocumentsFn,
-    plan_batches,
-    tokenize,
-    unbatch,
-    windows,
-)
-from transforms.schema import Annotated, Document, Failure
+from transforms.batching import Batch, plan_batches, tokenize, windows
+from transforms.schema import Annotated, Document
 from transforms.tasks import Runtime
 
 TEXTS = [
@@ -140,46 +130,7 @@ def test_windows_match_the_fast_tokenizers_overflowing_tokens(models_dir, body, 
         assert ours == reference, text
 
 
-# -- tokenizing and cutting batches in the DoFn --------------------------------------------------------------
-
-
-def run_batch_fn(fn: BatchDocumentsFn, items: list[Annotated]) -> tuple[list[Batch], list[Failure]]:
-    fn.setup()
-    fn.start_bundle()
-    outputs = [out for item in items for out in fn.process(item)]
-    outputs += list(fn.finish_bundle())
-    batches, failures = [], []
-    for out in outputs:
-        tag = out.tag if isinstance(out, TaggedOutput) else None
-        value = out.value if isinstance(out, TaggedOutput) else out
-        value = value.value if isinstance(value, WindowedValue) else value
-        assert isinstance(value, Failure if tag == "failed" else Batch)
-        (failures if tag == "failed" else batches).append(value)
-    return batches, failures
-
-
-@pytest.mark.parametrize("window", [1, 5, 100])
-def test_batch_fn_tokenizes_once_and_cuts_batches_within_the_budget(models_dir, window):
-    tokenizer = models.load_tokenizer(models_dir / "tokenizer")
-    max_tokens = 64
-
-    def cost(n: int) -> tuple[int, int]:
-        return 1, min(n, 30) + 2
-
-    fn = BatchDocumentsFn(lambda: tokenizer, [cost, cost], max_tokens, window, lambda: "cpu")
-    batches, failures = run_batch_fn(fn, docs())
-    assert failures == []
-    seen = [t.item.doc.id for b in batches for t in b.items]
-    assert sorted(seen) == sorted(d.doc.id for d in docs())
-    for batch in batches:  # a batch holds several model calls' worth of tokens (see plan_slices)
-        tokens = sum(cost(len(t.ids))[1] for t in batch.items)
-        assert tokens <= CALLS_PER_BATCH * max_tokens or len(batch) == 1
-        for t in batch.items:
-            encoded = tokenizer(t.item.doc.text, add_special_tokens=False, return_offsets_mapping=True)
-            assert t.ids.tolist() == encoded["input_ids"]
-            assert [tuple(o) for o in t.offsets.tolist()] == [tuple(o) for o in encoded["offset_mapping"]]
-    if window == 1:
-        assert all(len(b) == 1 for b in batches), "a window of one document never batches two"
+# -- tokenizing ---------------------------------------------------------------------------------------------
 
 
 def test_tokenizer_failure_fails_only_its_document(models_dir):
@@ -200,22 +151,6 @@ def test_tokenizer_failure_fails_only_its_document(models_dir):
         "tokenize",
         "ValueError",
     )
-
-
-def test_unbatch_keeps_documents_in_their_batch_order_and_sends_failures_aside(models_dir):
-    tokenizer = models.load_tokenizer(models_dir / "tokenizer")
-    tokenized, _ = tokenize(tokenizer, docs(["a b c", "d", "e f"]))
-    boom = Failure.of("infer", "Boom", "no", source="src", offset=1, id="doc-1")
-    batch = (
-        Batch(tuple(tokenized)).with_results("a", ["A0", boom, "A2"]).with_results("b", ["B0", "B1", "B2"])
-    )
-    out = list(unbatch(batch))
-    assert [getattr(o, "tag", None) for o in out] == [None, "failed", None]
-    assert out[1].value is boom
-    assert [(o.doc.id, o.n_tokens, dict(o.results)) for o in (out[0], out[2])] == [
-        ("doc-0", 3, {"a": "A0", "b": "B0"}),
-        ("doc-2", 2, {"a": "A2", "b": "B2"}),
-    ]
 
 
 # -- batched inference equals one document at a time (issue 3, must show 2) ----------------------------------

@@ -1,39 +1,24 @@
-"""The progress tap on a real DirectRunner pipeline, and the launcher's progress line."""
+"""Workers' progress files and the launcher's progress line."""
 
 from __future__ import annotations
 
 import io
 import json
 
-import apache_beam as beam
-from apache_beam.testing import test_pipeline
-from apache_beam.testing.util import assert_that
-
-from transforms import progress, report
-from transforms.schema import Annotated, Document, Failure
+from transforms import progress
 
 
-def test_track_progress_counts_documents_and_read_shards(tmp_path):
-    docs = [Annotated(Document(str(i), "a", i, "t"), 1, {}) for i in range(7)]
-    failed = [Failure.of("parse", "BadRecord", "m", source="b", offset=0)]
-    counts = [("a", 7), ("b", 1)]
-
-    def total_is_eight(timelines):
-        merged = report.merge_timelines(timelines)
-        assert sum(merged.values()) == 8, merged
-
-    with test_pipeline.TestPipeline() as p:
-        timelines = (
-            (
-                p | "Docs" >> beam.Create(docs),
-                p | "Failed" >> beam.Create(failed),
-                p | "Counts" >> beam.Create(counts),
-            )
-            | beam.Flatten()
-            | beam.ParDo(progress.TrackProgressFn(str(tmp_path), {"a": 700, "b": 100}))
-        )
-        assert_that(timelines, total_is_eight)
+def test_workers_progress_files_add_up_and_are_saved_at_most_twice_a_second(tmp_path):
+    one, two = progress.ProgressFile(str(tmp_path)), progress.ProgressFile(str(tmp_path))
+    one.add(done=7)
+    one.add(read=7, bytes=700)  # within half a second of the first save: kept for the next
+    two.add(done=1, read=1, bytes=100)
+    assert progress.read_totals(str(tmp_path)) == {"done": 8, "read": 1, "bytes": 100}
+    one.save()
     assert progress.read_totals(str(tmp_path)) == {"done": 8, "read": 8, "bytes": 800}
+    nowhere = progress.ProgressFile(None)  # a remote runner: nothing to write, nothing fails
+    nowhere.add(done=3)
+    nowhere.save()
 
 
 def test_progress_text_estimates_the_total_from_bytes_read():

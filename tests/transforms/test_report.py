@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
+import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,14 +26,16 @@ def failure(stage: str, error: str) -> Failure:
     return Failure.of(stage, error, "m", source="s", offset=0)
 
 
-def test_profile_shard_counts_labels_entities_lengths_and_dead_letter():
+def test_profile_counts_labels_entities_lengths_and_dead_letter():
     rows = [
         row(0, "POS", []),
         row(5, "POS", [("PER", "Alice"), ("LOC", "Paris")]),
         row(12, "NEG", [("PER", " Alice  "), ("PER", "Bob")]),
     ]
-    p = report.profile_shard(
-        rows, [failure("parse", "BadRecord"), failure("infer", "RuntimeError")], ["sentiment", "entities"]
+    p = report.profile_table(
+        pa.Table.from_pylist(rows),
+        [failure("parse", "BadRecord"), failure("infer", "RuntimeError")],
+        ["sentiment", "entities"],
     )
     assert (p.docs, p.tokens) == (3, 17)
     assert p.lengths == {"0": 1, "4-7": 1, "8-15": 1}
@@ -68,14 +71,16 @@ shard_rows = st.lists(
 @given(st.lists(shard_rows, min_size=1, max_size=5))
 def test_profiles_add_up_to_the_profile_of_all_rows(shards):
     tasks = ["sentiment", "entities"]
-    merged = report.merge_profiles(report.profile_shard(rows, [], tasks) for rows in shards)
-    whole = report.profile_shard([r for rows in shards for r in rows], [], tasks)
+    merged = report.merge_profiles(
+        report.profile_table(pa.Table.from_pylist(rows), [], tasks) for rows in shards
+    )
+    whole = report.profile_table(pa.Table.from_pylist([r for rows in shards for r in rows]), [], tasks)
     assert merged.to_json() == whole.to_json()
 
 
 def test_top_entities_are_trimmed_to_the_most_frequent():
     rows = [row(1, "A", [("PER", f"name{i}")] * (i + 1)) for i in range(report.TOP_ENTITIES_KEPT + 50)]
-    p = report.profile_shard(rows, [], ["entities"])
+    p = report.profile_table(pa.Table.from_pylist(rows), [], ["entities"])
     kept = [t for texts in p.top_entities["entities"].values() for t in texts]
     assert len(kept) == report.TOP_ENTITIES_KEPT
     assert "name0" not in kept and f"name{report.TOP_ENTITIES_KEPT + 49}" in kept
@@ -151,7 +156,9 @@ class _Collect(HTMLParser):
 
 def test_html_report_draws_its_charts_inline_and_escapes_document_text():
     rows = [row(3, "POS", [("PER", "<script>alert(1)</script>")]), row(9, "NEG", []), row(9, "POS", [])]
-    p = report.profile_shard(rows, [failure("parse", "BadRecord")], ["sentiment", "entities"])
+    p = report.profile_table(
+        pa.Table.from_pylist(rows), [failure("parse", "BadRecord")], ["sentiment", "entities"]
+    )
     page = report.render_html(summary(p))
     parsed = _Collect()
     parsed.feed(page)
@@ -168,7 +175,11 @@ def test_html_report_draws_its_charts_inline_and_escapes_document_text():
 def test_markdown_report_lists_what_the_run_did():
     rows = [row(3, "POS", [("PER", "Alice|Bob")]), row(9, "NEG", [])]
     md = report.render_markdown(
-        summary(report.profile_shard(rows, [failure("infer", "OOM")], ["sentiment", "entities"]))
+        summary(
+            report.profile_table(
+                pa.Table.from_pylist(rows), [failure("infer", "OOM")], ["sentiment", "entities"]
+            )
+        )
     )
     assert "Status: **ok**" in md
     assert "| documents read | 4 | 10 |" in md
@@ -194,7 +205,7 @@ def test_results_of_other_shapes_are_left_out():
             "entities": [],
         }
     ]
-    p = report.profile_shard(rows, [], ["vector", "answers", "entities"])
+    p = report.profile_table(pa.Table.from_pylist(rows), [], ["vector", "answers", "entities"])
     assert (p.labels, p.entities, p.top_entities) == ({}, {}, {})
     assert (
         "entities" not in report.render_markdown(summary(p))

@@ -21,8 +21,8 @@ def entry(source: str, **kw) -> state.ShardEntry:
         size=10,
         identity="mtime:1:size:10",
         annotation_sha256="cfg1",
-        output=f"part-{'0' * 16}.parquet",
-        errors=None,
+        outputs=(f"part-{'0' * 16}.parquet",),
+        errors=(),
         docs_read=3,
         docs_written=2,
         docs_failed=1,
@@ -75,9 +75,15 @@ def test_select_shards_new_changed_config_and_refresh():
 
 
 def test_entries_round_trip_and_a_torn_entry_is_named(tmp_path):
-    e = entry("s3://bucket/x.jsonl", errors="_errors/part-0000000000000000.parquet")
+    e = entry("s3://bucket/x.jsonl", errors=("_errors/part-0000000000000000.parquet",))
     state.write_entry(str(tmp_path), e, {})
     assert state.read_entries(str(tmp_path), {}) == {e.source: e}
+    split = entry(
+        "s3://bucket/y.jsonl",
+        outputs=("part-1111111111111111-00000.parquet", "part-1111111111111111-00001.parquet"),
+    )
+    state.write_entry(str(tmp_path), split, {})
+    assert state.read_entries(str(tmp_path), {})[split.source] == split
     (tmp_path / "_state" / "shards" / "broken.json").write_text("{not json")
     with pytest.raises(state.SetupError, match=r"broken\.json"):
         state.read_entries(str(tmp_path), {})
@@ -86,14 +92,17 @@ def test_entries_round_trip_and_a_torn_entry_is_named(tmp_path):
 def test_remove_unreferenced_keeps_committed_and_foreign_files(tmp_path):
     committed = entry(
         "a",
-        output="run_date=2026-01-02/part-aaaaaaaaaaaaaaaa.parquet",
-        errors="_errors/run_date=2026-01-02/part-aaaaaaaaaaaaaaaa.parquet",
+        outputs=("run_date=2026-01-02/part-aaaaaaaaaaaaaaaa.parquet", "part-dddddddddddddddd-00001.parquet"),
+        errors=("_errors/run_date=2026-01-02/part-aaaaaaaaaaaaaaaa.parquet",),
     )
     files = {
         "run_date=2026-01-02/part-aaaaaaaaaaaaaaaa.parquet": True,  # committed
         "_errors/run_date=2026-01-02/part-aaaaaaaaaaaaaaaa.parquet": True,
         "run_date=2026-01-01/part-aaaaaaaaaaaaaaaa.parquet": False,  # replaced in another partition
         "part-bbbbbbbbbbbbbbbb.parquet": False,  # written, never committed
+        "part-dddddddddddddddd-00001.parquet": True,  # a committed split
+        "part-dddddddddddddddd-00002.parquet": False,  # a split of a layout no entry lists
+        "_state/splits/0123456789abcdef/00000.json": False,  # a split record of a run that died
         ".part-cccccccccccccccc.parquet.0123456789abcdef0123456789abcdef.tmp": False,  # torn write
         "notes.txt": True,  # not ours
         "part-of-something-else.parquet": True,  # not a name distilbeam gives
@@ -102,10 +111,21 @@ def test_remove_unreferenced_keeps_committed_and_foreign_files(tmp_path):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_bytes(b"x")
     removed = state.remove_unreferenced(str(tmp_path), {"a": committed}, {})
-    assert sorted(removed) == sorted(r for r, keep in files.items() if not keep)
+    assert sorted(removed) == sorted(r for r, keep in files.items() if not keep and "_state" not in r)
     for relative, keep in files.items():
         assert (tmp_path / relative).exists() == keep, relative
     assert not (tmp_path / "run_date=2026-01-01").exists()  # emptied partition folder removed
+
+
+def test_an_entry_written_before_shards_were_split_still_reads(tmp_path):
+    old = {
+        **entry("a").to_json(),
+        "output": "part-aaaaaaaaaaaaaaaa.parquet",
+        "errors": "_errors/part-aaaaaaaaaaaaaaaa.parquet",
+    }
+    del old["outputs"]
+    e = state.ShardEntry.from_json(old)
+    assert e.files() == ["part-aaaaaaaaaaaaaaaa.parquet", "_errors/part-aaaaaaaaaaaaaaaa.parquet"]
 
 
 def test_lock_refuses_a_second_holder_and_is_released(tmp_path):

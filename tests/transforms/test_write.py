@@ -9,17 +9,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from transforms.read import Split
 from transforms.schema import DEAD_LETTER_SCHEMA, Annotated, Document, Failure, ShardStats, output_schema
 from transforms.tasks import classify, ner
 from transforms.write import (
     ERRORS_DIR,
-    SUMMARY_FILE,
+    SplitResult,
+    SplitWriter,
     WriteSettings,
-    WriteShardFn,
-    WriteSummaryFn,
     shard_file_name,
     split_writable,
     summary_dict,
+    total,
 )
 
 # The contract, spelled out independently of the code that builds it.
@@ -117,15 +118,20 @@ def failure(offset: int, stage: str = "parse") -> Failure:
     return Failure.of(stage, "BadRecord", "not JSON", source=SOURCE, offset=offset, raw=b"{oops")
 
 
-def write_shard(tmp_path, docs, failed, counts, keep_text=False):
+def write_shard(tmp_path, chunks, keep_text=False, split=None, records=None):
+    """Writes ``chunks`` of (annotated documents, failures) as one split; its stats."""
     settings = WriteSettings(str(tmp_path), schema(keep_text), keep_text, "zstd", {})
-    (stats,) = WriteShardFn(settings).process((SOURCE, {"docs": docs, "failed": failed, "counts": counts}))
-    return stats
+    with SplitWriter(settings, split or Split(SOURCE, "jsonl")) as writer:
+        for k, (docs, failed) in enumerate(chunks):
+            n = len(docs) + len(failed) if records is None else records[k]
+            writer.write(docs, failed, records=n)
+        result = writer.commit()
+    return result.stats
 
 
-def test_shard_file_has_exact_schema_metadata_and_rows_sorted_by_offset(tmp_path):
-    docs = [annotated(3), annotated(0, ""), annotated(1, "Bob went home")]
-    stats = write_shard(tmp_path, docs, [failure(2)], [5 - 1])
+def test_shard_file_has_exact_schema_metadata_and_rows_in_reading_order(tmp_path):
+    docs = [annotated(0, ""), annotated(1, "Bob went home"), annotated(3)]
+    stats = write_shard(tmp_path, [(docs[:2], [failure(2)]), (docs[2:], [])])
     path = tmp_path / shard_file_name(SOURCE)
     table = pq.read_table(path)
     assert table.schema.equals(expected_schema(False), check_metadata=False)
@@ -141,15 +147,27 @@ def test_shard_file_has_exact_schema_metadata_and_rows_sorted_by_offset(tmp_path
     assert stats == ShardStats(1, 4, 3, 1, sum(d.n_tokens for d in docs), {"parse": 1})
 
 
+def test_rows_stream_out_in_row_groups_never_held_whole(tmp_path, monkeypatch):
+    from transforms import write
+
+    monkeypatch.setattr(write, "ROW_GROUP_ROWS", 4)
+    chunks = [([annotated(3 * k + i) for i in range(3)], []) for k in range(5)]
+    stats = write_shard(tmp_path, chunks)
+    parquet = pq.ParquetFile(tmp_path / shard_file_name(SOURCE))
+    assert parquet.metadata.num_rows == stats.docs_written == 15
+    assert parquet.metadata.num_row_groups == 3  # 6 + 6 + 3 rows: written as they came, 4 at least
+    assert parquet.read().column("offset").to_pylist() == list(range(15))
+
+
 def test_keep_text_writes_the_document_text(tmp_path):
-    write_shard(tmp_path, [annotated(0, "hello there")], [], [1], keep_text=True)
+    write_shard(tmp_path, [([annotated(0, "hello there")], [])], keep_text=True)
     table = pq.read_table(tmp_path / shard_file_name(SOURCE))
     assert table.column_names[:6] == ["id", "source", "offset", "n_tokens", "warnings", "text"]
     assert table.column("text").to_pylist() == ["hello there"]
 
 
 def test_dead_letter_file_beside_the_data(tmp_path):
-    write_shard(tmp_path, [annotated(0)], [failure(4, "infer"), failure(1)], [3])
+    write_shard(tmp_path, [([annotated(0)], [failure(4, "infer"), failure(1)])])
     dead = pq.read_table(tmp_path / ERRORS_DIR / shard_file_name(SOURCE))
     assert dead.schema.equals(DEAD_LETTER_SCHEMA, check_metadata=False)
     assert [(r["offset"], r["stage"], r["error"], r["raw"]) for r in dead.to_pylist()] == [
@@ -162,21 +180,39 @@ def test_no_dead_letter_file_when_nothing_failed_and_a_stale_one_is_removed(tmp_
     stale = tmp_path / ERRORS_DIR / shard_file_name(SOURCE)
     stale.parent.mkdir()
     stale.write_bytes(b"from an earlier run")
-    write_shard(tmp_path, [annotated(0)], [], [1])
+    write_shard(tmp_path, [([annotated(0)], [])])
     assert not stale.exists()
     assert [p.name for p in tmp_path.iterdir() if p.is_file()] == [shard_file_name(SOURCE)]
 
 
 def test_empty_shard_still_writes_a_file_with_the_schema(tmp_path):
-    stats = write_shard(tmp_path, [], [], [0])
+    stats = write_shard(tmp_path, [])
     table = pq.read_table(tmp_path / shard_file_name(SOURCE))
     assert table.num_rows == 0
     assert table.schema.equals(expected_schema(False), check_metadata=False)
     assert stats == ShardStats(1, 0, 0, 0, 0, {})
 
 
+def test_a_split_writes_a_part_file_of_its_own(tmp_path):
+    split = Split(SOURCE, "jsonl", index=2, count=3, start=100, end=200, first_offset=7)
+    stats = write_shard(tmp_path, [([annotated(7)], [failure(8)])], split=split)
+    name = shard_file_name(SOURCE, split)
+    assert name == shard_file_name(SOURCE).replace(".parquet", "-00002.parquet")
+    assert pq.read_table(tmp_path / name).column("offset").to_pylist() == [7]
+    assert pq.read_table(tmp_path / ERRORS_DIR / name).column("offset").to_pylist() == [8]
+    assert stats.shards == 0  # the shard is counted once, by its first split
+
+
+def test_a_failed_split_leaves_no_file_behind(tmp_path):
+    settings = WriteSettings(str(tmp_path), schema(), False, "zstd", {})
+    with pytest.raises(RuntimeError), SplitWriter(settings, Split(SOURCE, "jsonl")) as writer:
+        writer.write([annotated(i) for i in range(3)], [failure(3)], records=4)
+        raise RuntimeError("the worker died")
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
 def test_count_mismatch_is_reported_not_hidden(tmp_path, caplog):
-    stats = write_shard(tmp_path, [annotated(0), annotated(1)], [], [5])
+    stats = write_shard(tmp_path, [([annotated(0), annotated(1)], [])], records=[5])
     assert (stats.docs_read, stats.docs_written, stats.docs_failed) == (5, 2, 0)
     assert "5 records read but 2 written + 0 failed" in caplog.text
     summary = summary_dict(stats, {}, 1.0)
@@ -188,27 +224,50 @@ def test_row_that_does_not_fit_the_schema_is_dead_lettered_alone(tmp_path):
     bad = Annotated(
         Document("id-1", SOURCE, 1, "text"), 1, {**good.results, "sentiment": {"label": 5, "score": "high"}}
     )
-    rows, failures = split_writable([good, bad], schema(), False)
-    assert [r["id"] for r in rows] == ["id-0"]
+    table, failures = split_writable([good, bad], schema(), False)
+    assert table.column("id").to_pylist() == ["id-0"]
     (failed,) = failures
-    assert (failed.id, failed.offset, failed.stage) == ("id-1", 1, "write")
-    stats = write_shard(tmp_path, [good, bad], [], [2])
+    assert (failed.id, failed.offset, failed.stage, failed.raw) == ("id-1", 1, "write", "text")
+    stats = write_shard(tmp_path, [([good, bad], [])])
     assert (stats.docs_read, stats.docs_written, stats.docs_failed) == (2, 1, 1)
     assert stats.failed_by_stage == {"write": 1}
+
+
+def test_repeated_ids_are_marked_in_every_row_that_has_them_across_chunks(tmp_path, monkeypatch):
+    from transforms import write
+
+    monkeypatch.setattr(write, "ROW_GROUP_ROWS", 2)
+    docs = [
+        Annotated(Document(i, SOURCE, k, "t", ("control_chars",) if k == 3 else ()), 1, annotated(k).results)
+        for k, i in enumerate(["a", "b", "c", "a", "d", "b"])
+    ]
+    write_shard(tmp_path, [(docs[:2], []), (docs[2:4], []), (docs[4:], [])])
+    parquet = pq.ParquetFile(tmp_path / shard_file_name(SOURCE))
+    assert parquet.metadata.num_row_groups == 3
+    rows = parquet.read().to_pylist()
+    assert [(r["id"], r["warnings"]) for r in rows] == [
+        ("a", ["duplicate_id"]),
+        ("b", ["duplicate_id"]),
+        ("c", []),
+        ("a", ["control_chars", "duplicate_id"]),
+        ("d", []),
+        ("b", ["duplicate_id"]),
+    ]
+    assert [p.name for p in tmp_path.iterdir()] == [shard_file_name(SOURCE)]  # no temporary file left
 
 
 # -- the summary ---------------------------------------------------------------------------------------------
 
 
-def test_summary_adds_up_shards_and_carries_the_run_facts(tmp_path):
-    total = ShardStats(1, 4, 3, 1, 10, {"parse": 1}) + ShardStats(1, 2, 2, 0, 5, {}) + ShardStats()
-    assert total == ShardStats(2, 6, 5, 1, 15, {"parse": 1})
-    facts = {"version": "1.2.3", "config_sha256": "x", "tasks": {"sentiment": {"weights_sha256": "y"}}}
-    (summary,) = WriteSummaryFn(str(tmp_path), facts, started=0.0, storage_options={}).process(total)
-    on_disk = json.loads((tmp_path / SUMMARY_FILE).read_text())
-    assert on_disk == summary
+def test_split_results_add_up_to_the_run(tmp_path):
+    one = SplitResult(ShardStats(1, 4, 3, 1, 10, {"parse": 1}), timeline={100: 3, 101: 1})
+    two = SplitResult(ShardStats(0, 2, 2, 0, 5, {}), timeline={101: 2})
+    run = total([one, two, SplitResult()])
+    assert run.stats == ShardStats(1, 6, 5, 1, 15, {"parse": 1})
+    assert run.timeline == {100: 3, 101: 3}
+    assert SplitResult.from_json(json.loads(json.dumps(run.to_json()))) == run
+    summary = summary_dict(run.stats, {"version": "1.2.3"}, 2.0)
     assert summary["docs_read"] == summary["docs_written"] + summary["docs_failed"] == 6
-    assert summary["complete"] is True
-    assert (summary["tokens"], summary["shards"], summary["failed_by_stage"]) == (15, 2, {"parse": 1})
-    assert summary["wall_seconds"] > 0
-    assert {k: summary[k] for k in facts} == facts
+    assert summary["complete"] is True and summary["version"] == "1.2.3"
+    assert (summary["tokens"], summary["shards"], summary["failed_by_stage"]) == (15, 1, {"parse": 1})
+    assert summary["docs_per_second"] == 3.0
