@@ -40,7 +40,7 @@ class InputConfig:
     long_documents: Literal["dead-letter", "split"] = "dead-letter"
     # Uncompressed shards larger than this many MiB are read in parts of about this size, each by a worker
     # of its own and written as a part file of its own; null reads every shard whole.
-    split_mb: int | None = 64
+    split_mb: float | None = 64
     # Passed to the fsspec filesystem of every input path (endpoint, profile, anonymous access...).
     storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -164,7 +164,7 @@ def from_dict(data: Mapping[str, Any]) -> Config:
         if isinstance(value, int) and value <= 0:
             raise ConfigError(f"batching.{key}: must be a positive integer, got {value}")
     if cfg.input.split_mb is not None and cfg.input.split_mb <= 0:
-        raise ConfigError(f"input.split_mb: must be a positive integer or null, got {cfg.input.split_mb}")
+        raise ConfigError(f"input.split_mb: must be a positive number or null, got {cfg.input.split_mb}")
     if cfg.input.max_chars <= 0:
         raise ConfigError(f"input.max_chars: must be a positive integer, got {cfg.input.max_chars}")
     if cfg.runtime.torch_threads is not None and cfg.runtime.torch_threads <= 0:

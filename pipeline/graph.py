@@ -11,7 +11,7 @@ import apache_beam as beam
 from pipeline.plan import Plan, read_settings
 from transforms import storage
 from transforms.annotate import AnnotateSplits
-from transforms.read import SplitShardFn
+from transforms.read import Shard, Split, SplitShardFn
 from transforms.write import WriteRunReport, WriteSettings
 
 
@@ -29,13 +29,13 @@ def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
         tasks=tuple(cfg.tasks),
     )
     sizes = {uri: shard.size for uri, shard in plan.run.shards.items()}
-    split_bytes = None if cfg.input.split_mb is None else cfg.input.split_mb << 20
+    split_bytes = None if cfg.input.split_mb is None else round(cfg.input.split_mb * (1 << 20))
     return (
         p
-        | "ListShards" >> beam.Create(plan.shards)
-        | "SpreadShards" >> beam.Reshuffle()
-        | "SplitShards" >> beam.ParDo(SplitShardFn(read, split_bytes, sizes))
-        | "SpreadSplits" >> beam.Reshuffle()
+        | "ListShards" >> beam.Create(plan.shards).with_output_types(Shard)
+        | "SpreadShards" >> beam.Reshuffle().with_output_types(Shard)
+        | "SplitShards" >> beam.ParDo(SplitShardFn(read, split_bytes, sizes)).with_output_types(Split)
+        | "SpreadSplits" >> beam.Reshuffle().with_output_types(Split)
         | "AnnotateSplits" >> AnnotateSplits(plan.groups, read, write, cfg.batching.sort_window)
         | "WriteRunReport" >> WriteRunReport(path, plan.facts, plan.run, cfg.output.storage_options)
     )

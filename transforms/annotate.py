@@ -201,4 +201,4 @@ class AnnotateSplits(beam.PTransform):
         self._fn = AnnotateSplitFn(groups, read, write, sort_window)
 
     def expand(self, splits: beam.PCollection) -> beam.PCollection:
-        return splits | "AnnotateAndWrite" >> beam.ParDo(self._fn)
+        return splits | "AnnotateAndWrite" >> beam.ParDo(self._fn).with_output_types(SplitResult)

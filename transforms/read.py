@@ -78,6 +78,46 @@ class Split:
         return self.count == 1
 
 
+class SplitCoder(beam.coders.Coder):
+    """A split's fields in Beam's own encodings: deterministic, and no pickle between stages."""
+
+    _fields = beam.coders.TupleCoder(
+        [beam.coders.StrUtf8Coder()] * 2
+        + [beam.coders.VarIntCoder()] * 3
+        + [beam.coders.NullableCoder(beam.coders.VarIntCoder()), beam.coders.VarIntCoder()]
+    )
+
+    def encode(self, split: Split) -> bytes:
+        return self._fields.encode(dataclasses.astuple(split))
+
+    def decode(self, encoded: bytes) -> Split:
+        return Split(*self._fields.decode(encoded))
+
+    def is_deterministic(self) -> bool:
+        return True
+
+
+beam.coders.registry.register_coder(Split, SplitCoder)
+
+
+class ShardCoder(beam.coders.Coder):
+    """A shard's URI and format, as UTF-8."""
+
+    _fields = beam.coders.TupleCoder([beam.coders.StrUtf8Coder()] * 2)
+
+    def encode(self, shard: Shard) -> bytes:
+        return self._fields.encode((shard.uri, shard.format))
+
+    def decode(self, encoded: bytes) -> Shard:
+        return Shard(*self._fields.decode(encoded))
+
+    def is_deterministic(self) -> bool:
+        return True
+
+
+beam.coders.registry.register_coder(Shard, ShardCoder)
+
+
 def find_shards(patterns: tuple[str, ...], settings: ReadSettings) -> list[Shard]:
     """Expands every glob; each must match at least one file, and each file must have a known format."""
     shards: dict[str, Shard] = {}

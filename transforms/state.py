@@ -360,6 +360,9 @@ def commit_split(
         storage_options,
     )
     storage.remove(folder, storage_options, recursive=True)
+    if storage.is_local(path):  # the last split shard in: no empty folder left behind
+        with contextlib.suppress(OSError):
+            os.rmdir(state_uri(path, SPLITS_DIR))
     return entry
 
 

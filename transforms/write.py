@@ -14,6 +14,7 @@ import collections
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -127,11 +128,46 @@ class SplitResult:
         )
 
 
+class SplitResultCoder(beam.coders.Coder):
+    """A split's result as JSON: small, readable in a runner's logs, and no pickle between stages."""
+
+    def encode(self, result: SplitResult) -> bytes:
+        return json.dumps(result.to_json(), sort_keys=True).encode()
+
+    def decode(self, encoded: bytes) -> SplitResult:
+        return SplitResult.from_json(json.loads(encoded))
+
+    def is_deterministic(self) -> bool:
+        return True
+
+
+beam.coders.registry.register_coder(SplitResult, SplitResultCoder)
+
+
 def total(results: Iterable[SplitResult]) -> SplitResult:
     out = SplitResult()
     for result in results:
         out = out + result
     return out
+
+
+class AddUpResults(beam.CombineFn):
+    """Split results -> the run's, through Beam's combiner lifting (partial sums per worker)."""
+
+    def create_accumulator(self) -> SplitResult:
+        return SplitResult()
+
+    def add_input(self, accumulator: SplitResult, result: SplitResult) -> SplitResult:
+        return accumulator + result
+
+    def merge_accumulators(self, accumulators: Iterable[SplitResult]) -> SplitResult:
+        return total(accumulators)
+
+    def extract_output(self, accumulator: SplitResult) -> SplitResult:
+        return accumulator
+
+    def get_accumulator_coder(self) -> beam.coders.Coder:
+        return SplitResultCoder()
 
 
 class SplitWriter:
@@ -335,7 +371,9 @@ class WriteRunReport(beam.PTransform):
 
     def expand(self, results: beam.PCollection) -> beam.PCollection:
         return (
-            results | "AddUp" >> beam.CombineGlobally(total) | "WriteSummaryAndReport" >> beam.ParDo(self._fn)
+            results
+            | "AddUp" >> beam.CombineGlobally(AddUpResults()).with_output_types(SplitResult)
+            | "WriteSummaryAndReport" >> beam.ParDo(self._fn)
         )
 
 
