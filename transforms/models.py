@@ -239,11 +239,18 @@ def tokenizer_identity(tokenizer: Any) -> str:
     return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
 
 
-def load_model(path: Path, auto_class: Any, ref: ModelRef) -> Any:
+def load_model(path: Path, auto_class: Any, ref: ModelRef, dtype: Any = None) -> Any:
+    """The model in ``dtype`` (float32 unless given), whatever dtype its checkpoint was saved in:
+    transformers 5 would otherwise keep the checkpoint's own, so that a model saved in fp16 would run in fp16
+    whatever ``runtime.precision`` asks (see ``TaskHandler.load_model`` for the dtype each precision uses)."""
+    import torch
     from transformers.utils import logging as hf_logging
 
     weight_files(path, ref)  # refuses pickle before transformers gets a chance to unpickle anything
     hf_logging.disable_progress_bar()
     return auto_class.from_pretrained(
-        str(path), use_safetensors=not ref.allow_pickle or None, trust_remote_code=False
+        str(path),
+        use_safetensors=not ref.allow_pickle or None,
+        trust_remote_code=False,
+        dtype=dtype or torch.float32,
     ).eval()

@@ -1,10 +1,12 @@
 """What every task kind shares: its settings' common keys and a Beam ``ModelHandler`` that loads the model
 once per worker process, turns a batch of tokenized documents into padded model inputs, runs the model under
 ``torch.inference_mode`` and isolates failures by splitting the batch, so one bad document cannot take its
-neighbours down. On a GPU a call that runs out of memory is split and retried instead."""
+neighbours down. On a GPU a call that runs out of memory is split and retried instead; an error that leaves
+the device unusable fails the bundle, so the runner retries it on a fresh worker."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -20,7 +22,7 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
-from transforms import models
+from transforms import devices, models
 from transforms.batching import (
     CALL_OVERHEAD_TOKENS,
     Batch,
@@ -65,14 +67,25 @@ class Runtime:
     precision: str = "auto"
     torch_threads: int | None = None
     worker_processes: int = 1  # processes sharing this machine's cores; 0: one process per core
+    # The device kind (cpu or cuda) the launch resolved ``device`` to and put in the annotation hash
+    # (``pipeline.runners.planned_device``); a worker that would run another refuses to load the model.
+    # None where nothing was planned (benchmarks, tests).
+    planned_device: str | None = None
 
     def resolve_device(self) -> str:
+        """The device this process runs the models on: ``auto`` is the GPU where torch can use one."""
         import torch
 
         if self.device == "auto":
             # int8 is dynamic quantisation of the linear layers, which runs on the CPU only.
             return "cuda" if torch.cuda.is_available() and self.precision != "int8" else "cpu"
         return self.device
+
+    def numerics(self) -> dict[str, str]:
+        """The numeric path rows are computed on, as planned (or as this process resolves it): the device
+        kind and the effective precision. Part of each task's identity, so of the annotation hash."""
+        kind = self.planned_device or device_kind(self.resolve_device())
+        return {"device": kind, "precision": devices.effective_precision(self.precision, kind)}
 
     def threads(self) -> int:
         if self.torch_threads:
@@ -99,6 +112,9 @@ class Loaded:
     call_overhead: int = CALL_OVERHEAD_TOKENS["cpu"]  # see ``plan_slices``
     load_started: float = 0.0  # time.monotonic() when loading began, for the start-up metric
     first_call_done: bool = False
+    # Shared by every model on this device in the process (see ``_device_state``).
+    calls: devices.CallGate = dataclasses.field(default_factory=devices.CallGate)
+    busy: devices.BusyClock | None = None  # GPU only
 
 
 class TaskHandler(ModelHandler):
@@ -138,6 +154,9 @@ class TaskHandler(ModelHandler):
         import transformers
 
         started = time.monotonic()
+        device = self.runtime.resolve_device()
+        # Before anything is loaded: a worker that cannot run what the launch planned fails here, loudly.
+        devices.check_device(self.name, device, self.runtime.planned_device)
         threads = self.runtime.threads()
         torch.set_num_threads(threads)
         # The fast tokenizers' thread pool too (read when it starts, at the first batch it tokenizes): worker
@@ -145,24 +164,34 @@ class TaskHandler(ModelHandler):
         os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
         path = models.worker_dir(self.settings.ref)
         tokenizer = models.load_tokenizer(path)
-        model = models.load_model(path, getattr(transformers, self.auto_class_name), self.settings.ref)
-        device = self.runtime.resolve_device()
+        # Weights in fp32 whatever dtype the checkpoint was saved in, for every precision: int8 quantises
+        # fp32 weights, and on a GPU fp16 and bf16 run under autocast over fp32 weights, which keeps layer
+        # norms, softmax and reductions in fp32 while matrix multiplies run in half precision. The cost is
+        # the weights' memory (about 265 MB for DistilBERT-base), small beside a GPU's.
+        model = models.load_model(
+            path, getattr(transformers, self.auto_class_name), self.settings.ref, dtype=torch.float32
+        )
         if self.runtime.precision == "int8":
             model = quantize_int8(model)
+        if device_kind(device) == "cuda":
+            # The current device is per thread and stays cuda:0 unless set: allocations without a device,
+            # and the streams timing events are recorded on, would otherwise land on the wrong GPU.
+            torch.cuda.set_device(torch.device(device))
+            log.info("task %s: %s, %s", self.name, torch.cuda.get_device_name(device), devices.cuda_facts())
         model.to(device)
-        autocast = None
-        if device.startswith("cuda") and self.runtime.precision in ("auto", "fp16", "bf16"):
-            autocast = torch.bfloat16 if self.runtime.precision == "bf16" else torch.float16
+        autocast = devices.autocast_dtype(self.runtime.precision, device_kind(device))
         max_tokens = resolve_max_tokens(self.max_tokens, device)
+        numerics = devices.effective_precision(self.runtime.precision, device_kind(device))
         log.info(
             "task %s: loaded %s on %s (%s, %d threads, %d tokens per call)",
             self.name,
             self.settings.model,
             device,
-            self.runtime.precision,
+            numerics,
             torch.get_num_threads(),
             max_tokens,
         )
+        gate, busy = _device_state(device)
         return Loaded(
             model=model,
             device=device,
@@ -175,19 +204,30 @@ class TaskHandler(ModelHandler):
             max_tokens=max_tokens,
             call_overhead=CALL_OVERHEAD_TOKENS[device_kind(device)],
             load_started=started,
+            calls=gate,
+            busy=busy,
         )
 
     def run_inference(
         self, batch: Batch, model: Loaded, inference_args: dict | None = None
     ) -> Iterable[Batch]:
         _use_threads(model.threads)
+        _use_device(model.device)
         Metrics.distribution(self.get_metrics_namespace(), "torch_threads").update(_torch_threads())
         previous = [_first_failure(batch, i) for i in range(len(batch))]
         todo = [i for i, f in enumerate(previous) if f is None]
         results: list[Any] = list(previous)
-        for i, result in zip(
-            todo, self._annotate_isolated([batch.items[i] for i in todo], model), strict=True
-        ):
+        annotated = self._annotate_isolated([batch.items[i] for i in todo], model)
+        if len(todo) > 1 and all(_out_of_memory(r) for r in annotated):
+            # Every document, each one alone too: the device has no room for this model, whatever the
+            # documents. Failing the bundle gets it retried on a fresh worker; dead-lettering the batch
+            # would report a run that annotated nothing as a success.
+            raise devices.DeviceUnusable(
+                f"task {self.name}: all {len(todo)} documents of a batch ran out of device memory, each one "
+                f"alone too, on {model.device}: another process may hold its memory, or batching.max_tokens "
+                "is too large for it"
+            )
+        for i, result in zip(todo, annotated, strict=True):
             results[i] = result
         return [batch.with_results(self.name, results)]
 
@@ -251,30 +291,36 @@ class TaskHandler(ModelHandler):
 
     # -- shared machinery --------------------------------------------------------------------------------
     def _annotate_isolated(self, items: Sequence[Tokenized], model: Loaded) -> list[Any]:
-        """Runs the batch; on an error (a CUDA out-of-memory included) splits it in halves and retries,
-        down to single documents, which then fail alone with the error."""
+        """Runs the batch; on an error (out of device memory included) splits it in halves and retries, down
+        to single documents, which then fail alone with the error. An error that leaves the device unusable
+        is raised instead. The ``except`` block only takes note: the failed call's tensors live on in its
+        traceback, so memory is freed and halves are retried once the exception is gone."""
         if not items:
             return []
+        failure = None
         try:
             return self.annotate(items, model)
         except Exception as exc:
+            if devices.is_fatal_device_error(exc):
+                raise
             if len(items) == 1:
                 doc = items[0].item.doc
-                log.warning("task %s failed on document %s of %s: %s", self.name, doc.id, doc.source, exc)
-                return [
-                    Failure.of(
-                        "infer",
-                        exc,
-                        f"task {self.name}: {exc}",
-                        source=doc.source,
-                        offset=doc.offset,
-                        id=doc.id,
-                        raw=doc.text[:1024],
-                    )
-                ]
-            _release_accelerator_memory(model)
-            half = len(items) // 2
-            return self._annotate_isolated(items[:half], model) + self._annotate_isolated(items[half:], model)
+                failure = Failure.of(
+                    "infer",
+                    exc,
+                    f"task {self.name}: {exc}",
+                    source=doc.source,
+                    offset=doc.offset,
+                    id=doc.id,
+                    raw=doc.text[:1024],
+                )
+                # The message, not the exception: a log handler that keeps records would keep its tensors.
+                log.warning("%s (document %s of %s)", failure.message, doc.id, doc.source)
+        _release_accelerator_memory(model)
+        if failure is not None:
+            return [failure]
+        half = len(items) // 2
+        return self._annotate_isolated(items[:half], model) + self._annotate_isolated(items[half:], model)
 
     def rows(self, items: Sequence[Tokenized], model: Loaded) -> tuple[list[np.ndarray], list[int]]:
         """Model input rows (special tokens added) for every window of every document, and for each row
@@ -302,22 +348,24 @@ class TaskHandler(ModelHandler):
         busy_ms = 0.0
         real = computed = 0
         pending: list[tuple[list[int], Any, Any]] = []
-        for chunk in plan_slices([len(r) for r in rows], model.max_tokens, model.call_overhead):
+        calls = plan_slices([len(r) for r in rows], model.max_tokens, model.call_overhead)
+        Metrics.distribution(namespace, "plan_us").update(int(1e6 * (time.perf_counter() - started)))
+        for chunk in calls:
             for piece, logits, timing in self._launch(chunk, rows, model, types):
                 real += sum(len(rows[i]) for i in piece)
                 computed += len(piece) * max(len(rows[i]) for i in piece)
                 pending.append((piece, logits, timing))
                 if len(pending) > 1:
-                    busy_ms += _collect(pending.pop(0), rows, out)
+                    busy_ms += _collect(pending.pop(0), rows, out, model.busy)
                     self._first_call_done(model)
         while pending:
-            busy_ms += _collect(pending.pop(0), rows, out)
+            busy_ms += _collect(pending.pop(0), rows, out, model.busy)
             self._first_call_done(model)
         Metrics.counter(namespace, "real_tokens").inc(real)
         Metrics.counter(namespace, "computed_tokens").inc(computed)
         Metrics.counter(namespace, "forward_ms").inc(int(1000 * (time.perf_counter() - started)))
         if model.device.startswith("cuda"):
-            Metrics.counter(namespace, "gpu_busy_ms").inc(int(busy_ms))
+            Metrics.counter(namespace, "gpu_busy_ms").inc(round(busy_ms))
         return out
 
     def _first_call_done(self, model: Loaded) -> None:
@@ -331,20 +379,59 @@ class TaskHandler(ModelHandler):
         self, chunk: list[int], rows: Sequence[np.ndarray], model: Loaded, types: Sequence[np.ndarray] | None
     ) -> Iterator[tuple[list[int], Any, Any]]:
         """Starts the model on ``chunk``: (rows, logits on the device, CUDA events or None) per call made.
-        Out of device memory, the chunk is split in halves (each still sorted, so no extra padding)."""
-        import torch
-
-        try:
-            yield (chunk, *self._call(chunk, rows, model, types))
-        except torch.OutOfMemoryError:
-            if len(chunk) == 1:
-                raise
-            Metrics.counter(self.get_metrics_namespace(), "oom_splits").inc()
-            log.warning("task %s: out of memory on %d rows; retrying in halves", self.name, len(chunk))
+        Out of device memory, a call is split in halves (each still sorted, so no extra padding), and a
+        single row is tried once more with the device to itself, once the calls other threads have under
+        way finish; out of memory again, it raises for ``_annotate_isolated`` to dead-letter its document.
+        Memory is freed and calls retried only after the failed call's exception (whose traceback holds
+        that call's tensors) is gone."""
+        todo = [chunk]
+        while todo:
+            piece = todo.pop()
+            started = self._try_call(piece, rows, model, types)
+            if started is not None:
+                yield (piece, *started)
+                continue
             _release_accelerator_memory(model)
-            half = len(chunk) // 2
-            yield from self._launch(chunk[:half], rows, model, types)
-            yield from self._launch(chunk[half:], rows, model, types)
+            if len(piece) > 1:
+                Metrics.counter(self.get_metrics_namespace(), "oom_splits").inc()
+                log.warning("task %s: out of memory on %d rows; retrying in halves", self.name, len(piece))
+                half = len(piece) // 2
+                todo += [piece[half:], piece[:half]]  # the first half first
+                continue
+            Metrics.counter(self.get_metrics_namespace(), "oom_alone_retries").inc()
+            log.warning(
+                "task %s: out of memory on one row of %d tokens; retrying it alone once other calls finish",
+                self.name,
+                len(rows[piece[0]]),
+            )
+            with model.calls.alone():
+                _release_accelerator_memory(model)
+                started = self._try_call(piece, rows, model, types, alone=True)
+            if started is None:
+                import torch
+
+                raise torch.OutOfMemoryError(
+                    f"out of memory on {model.device} for one row of {len(rows[piece[0]])} tokens, "
+                    "even with the device to itself"
+                )
+            yield (piece, *started)
+
+    def _try_call(
+        self,
+        chunk: list[int],
+        rows: Sequence[np.ndarray],
+        model: Loaded,
+        types: Sequence[np.ndarray] | None,
+        alone: bool = False,
+    ) -> tuple[Any, Any] | None:
+        """``_call``, or None when the device ran out of memory (any other error is raised)."""
+        with contextlib.nullcontext() if alone else model.calls.shared():
+            try:
+                return self._call(chunk, rows, model, types)
+            except Exception as exc:
+                if not devices.is_out_of_memory(exc):
+                    raise
+        return None
 
     def _call(
         self, chunk: list[int], rows: Sequence[np.ndarray], model: Loaded, types: Sequence[np.ndarray] | None
@@ -367,26 +454,40 @@ class TaskHandler(ModelHandler):
             with _CPU_CALLS, torch.inference_mode():
                 return self.model_output(model.model(**inputs), inputs["attention_mask"]), None
         with torch.inference_mode():
-            inputs = {k: v.pin_memory().to(model.device, non_blocking=True) for k, v in inputs.items()}
+            inputs = _to_device(inputs, model.device)
+            # Timed on the stream the model's kernels run on: that of the model's device, whichever device
+            # is current in this thread.
+            stream = torch.cuda.current_stream(model.device)
             events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-            events[0].record()
+            events[0].record(stream)
             with torch.autocast(
                 device_type="cuda", dtype=model.autocast_dtype, enabled=model.autocast_dtype is not None
             ):
                 values = self.model_output(model.model(**inputs), inputs["attention_mask"])
-            events[1].record()
+            events[1].record(stream)
             return values, events
 
 
-def _collect(call: tuple[list[int], Any, Any], rows: Sequence[np.ndarray], out: list[np.ndarray]) -> float:
-    """Copies a call's logits back into ``out`` (waiting for the device); the device time it took, in ms."""
+def _collect(
+    call: tuple[list[int], Any, Any],
+    rows: Sequence[np.ndarray],
+    out: list[np.ndarray],
+    busy: devices.BusyClock | None,
+) -> float:
+    """Copies a call's logits back into ``out`` (waiting for the device); the device time it added to the
+    device's busy time, in ms (time other threads' calls already counted is not counted again)."""
     chunk, logits, events = call
     values = logits.cpu().float().numpy()  # to the host first: no device memory for the conversion
     for r, i in enumerate(chunk):
         out[i] = values[r, : len(rows[i])] if values.ndim == 3 else values[r]
-    if events is None:
+    if events is None or busy is None:
         return 0.0
-    return events[0].elapsed_time(events[1])
+    return busy.add_events(*events)
+
+
+def _to_device(inputs: dict[str, Any], device: str) -> dict[str, Any]:
+    """Model inputs copied to the device through pinned memory, without waiting for the copy."""
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in inputs.items()}
 
 
 def quantize_int8(model: Any) -> Any:
@@ -464,6 +565,40 @@ def _use_threads(threads: int) -> None:
 
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+def _use_device(device: str) -> None:
+    """The current CUDA device is per OS thread too: make the model's current in the thread that runs it."""
+    if device.startswith("cuda"):
+        import torch
+
+        index = torch.device(device).index
+        if index is not None and torch.cuda.current_device() != index:
+            torch.cuda.set_device(index)
+
+
+# Per device in this process: the gate its model calls pass (see ``devices.CallGate``) and, on a GPU, the
+# clock of its busy time, shared by every model and thread using the device.
+_DEVICES: dict[str, tuple[devices.CallGate, devices.BusyClock | None]] = {}
+_DEVICES_LOCK = threading.Lock()
+
+
+def _device_state(device: str) -> tuple[devices.CallGate, devices.BusyClock | None]:
+    with _DEVICES_LOCK:
+        if device not in _DEVICES:
+            busy = None
+            if device.startswith("cuda"):
+                import torch
+
+                origin = torch.cuda.Event(enable_timing=True)
+                origin.record(torch.cuda.current_stream(device))
+                busy = devices.BusyClock(origin)
+            _DEVICES[device] = (devices.CallGate(), busy)
+        return _DEVICES[device]
+
+
+def _out_of_memory(result: Any) -> bool:
+    return isinstance(result, Failure) and result.error == "OutOfMemoryError"
 
 
 def _release_accelerator_memory(model: Loaded) -> None:
