@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import __version__
+from pipeline import __version__, runners
 from pipeline.config import Config, ConfigError, drop_storage_options
 from transforms import SetupError, models
 from transforms.annotate import TaskGroup
@@ -37,10 +38,18 @@ class Plan:
     run: RunSettings | None = None  # set by pipeline/runs.py: the shards chosen and how they are committed
 
 
-def prepare(cfg: Config, worker_processes: int = 1) -> Plan:
+def prepare(cfg: Config, worker_processes: int = 1, options: PipelineOptions | None = None) -> Plan:
+    """``options``: Beam's, to tell where workers will run (see ``runners.planned_device``); the config's
+    ``beam:`` section when not given."""
     started = time.time()
     shards = find_shards(cfg.input.paths, read_settings(cfg))
-    runtime = Runtime(cfg.runtime.device, cfg.runtime.precision, cfg.runtime.torch_threads, worker_processes)
+    runtime = Runtime(
+        cfg.runtime.device,
+        cfg.runtime.precision,
+        cfg.runtime.torch_threads,
+        worker_processes,
+        planned_device=runners.planned_device(cfg, options),
+    )
     groups: dict[str, list[TaskHandler]] = {}
     refs: dict[str, models.ModelRef] = {}
     identities = {}
@@ -70,9 +79,10 @@ def prepare(cfg: Config, worker_processes: int = 1) -> Plan:
 
 def annotation_sha256(cfg: Config, identities: dict[str, Any]) -> str:
     """Identity of what shapes a shard's rows: how records are read, each task's settings and resolved model
-    (weights hash, window, labels), and whether text is kept. Not where inputs and outputs live, nor
-    batching or runtime, which change how fast rows are made rather than what they hold. An incremental
-    run annotates every shard again when this changes."""
+    (weights hash, window, labels, and the numeric path: device kind and effective precision, as planned
+    at launch), and whether text is kept. Not where inputs and outputs live, nor batching or threads,
+    which change how fast rows are made rather than what they hold. An incremental run annotates every
+    shard again when this changes: moving an output from the CPU (fp32) to a GPU (fp16) or to int8 does."""
     settings = cfg.to_dict()
     drop_storage_options(settings)  # credentials: they say where files are, not what rows hold
     facts = {
@@ -132,6 +142,7 @@ def resolve_task(
         "revision": settings.revision,
         "weights_sha256": models.weights_sha256(weights),
         "max_length": max_length,
+        "numerics": runtime.numerics(),
     }
     if kind.Handler.labelled:
         identity["labels"] = [config["id2label"][k] for k in sorted(config["id2label"], key=int)]

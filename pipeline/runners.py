@@ -1,6 +1,6 @@
-"""What changes when the pipeline leaves the launching machine: which paths its workers can reach, how a
-dry run or a detached run ends, and what the workers report back (model loads, torch threads) through Beam
-metrics, which every runner collects."""
+"""What changes when the pipeline leaves the launching machine: which paths its workers can reach, which
+device they will run the models on, how a dry run or a detached run ends, and what the workers report back
+(model loads, torch threads) through Beam metrics, which every runner collects."""
 
 from __future__ import annotations
 
@@ -8,11 +8,18 @@ import logging
 from typing import Any
 
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOptions, TestOptions
+from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    FlinkRunnerOptions,
+    GoogleCloudOptions,
+    PipelineOptions,
+    TestOptions,
+)
 
 from pipeline.config import Config, ConfigError
-from pipeline.options import runner_name
+from pipeline.options import pipeline_options, runner_name
 from transforms import storage
+from transforms.batching import device_kind
 from transforms.models import ModelRef
 
 log = logging.getLogger(__name__)
@@ -35,6 +42,33 @@ def is_dry_run(options: PipelineOptions) -> bool:
             f"--dry_run: {runner_name(options)} would run the job anyway; a dry run needs the DataflowRunner"
         )
     return True
+
+
+def planned_device(cfg: Config, options: PipelineOptions | None = None) -> str:
+    """The kind of device (cpu or cuda) the workers will run the models on, decided when the job is
+    launched: it goes into the annotation hash with the precision it implies, and each worker refuses to
+    load a model on another (``transforms.devices.check_device``). ``runtime.device: auto`` is the GPU
+    where one will be there: on Dataflow, when the job asks for one (``worker_accelerator`` in
+    ``dataflow_service_options``); elsewhere (the DirectRunner, portable runners, Flink) where the
+    launching machine's torch can use one, as the workers are taken to be machines like it. int8 runs on
+    the CPU. ``options`` defaults to the config's ``beam:`` section alone."""
+    if cfg.runtime.precision == "int8":
+        return "cpu"
+    if cfg.runtime.device != "auto":
+        return device_kind(cfg.runtime.device)
+    options = options or pipeline_options(cfg.beam, [])
+    if runner_name(options) in REMOTE_RUNNERS:
+        return "cuda" if asks_for_gpus(options) else "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def asks_for_gpus(options: PipelineOptions) -> bool:
+    """Whether a Dataflow job attaches GPUs to its workers (the service option, or the older experiment)."""
+    service = options.view_as(GoogleCloudOptions).dataflow_service_options or []
+    experiments = options.view_as(DebugOptions).experiments or []
+    return any(o.startswith("worker_accelerator") for o in [*service, *experiments])
 
 
 def check_paths(cfg: Config, options: PipelineOptions) -> None:
