@@ -1,13 +1,22 @@
-# distilbeam worker image: the Beam Python SDK image of the Beam version distilbeam pins, with CUDA torch
-# and distilbeam installed, so workers start without installing anything.
+# distilbeam worker image: the Beam Python SDK image of the Beam version distilbeam pins, with torch (a CUDA
+# build by default) and distilbeam installed, so workers start without installing anything.
 #
 #   docker build --target worker      -t IMAGE .   # Dataflow workers (--sdk_container_image=IMAGE)
 #   docker build --target worker-pool -t IMAGE .   # Beam worker pool beside Flink TaskManagers, non-root
 #   docker build --target template    -t IMAGE .   # Dataflow Flex Template launcher, also a Dataflow worker
 #
-# Build arguments: TORCH_VERSION and TORCH_INDEX_URL (the default, PyPI, serves the CUDA 12 build for
-# Linux x86_64), and MODELS: space-separated Hugging Face Hub ids to bake into the image, so that workers
-# start with the weights on disk instead of downloading them (a config then names the model by its id).
+# Build arguments: TORCH_VERSION and TORCH_INDEX_URL, and MODELS: space-separated Hugging Face Hub ids to
+# bake into the image, so that workers start with the weights on disk instead of downloading them (a config
+# then names the model by its id).
+#
+# torch and the NVIDIA driver must agree. The default index, PyPI, serves torch 2.13.0 for Linux x86_64 built
+# for CUDA 13 (with the nvidia-*-cu13 libraries), which needs a driver of the R580 branch or newer
+# (580.65.06+): configs/dataflow-gpu.yaml asks Dataflow for its latest driver (install-nvidia-driver:latest).
+# For workers with an older driver (R525 to R575), build a CUDA 12 torch instead:
+#   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126
+# and for CPU-only workers: --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# A worker whose torch cannot use its GPU stops at model load with both versions in the error (it never
+# falls back to the CPU).
 
 # Only its launcher binary is used, by the template stage.
 FROM gcr.io/dataflow-templates-base/python311-template-launcher-base:20240812-rc01 AS template-launcher
@@ -23,7 +32,9 @@ ENV PIP_NO_CACHE_DIR=1 \
     HF_HUB_DISABLE_TELEMETRY=1
 
 # Layers from the least to the most often changed: torch (the largest), pinned dependencies, distilbeam.
-RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
+# The build log shows the CUDA version the torch installed was built for.
+RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
+    && python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"
 
 WORKDIR /opt/distilbeam
 COPY docker/requirements.txt docker/requirements.txt

@@ -69,6 +69,25 @@ def test_torch_is_the_version_ci_tests():
     assert arg_default("TORCH_VERSION") == pinned
 
 
+def test_the_dockerfile_says_which_cuda_and_driver_its_torch_needs():
+    # PyPI's torch 2.13.0 for Linux x86_64 is built for CUDA 13 (nvidia-*-cu13), which needs an R580 driver.
+    assert arg_default("TORCH_INDEX_URL") == "https://pypi.org/simple"
+    header = DOCKERFILE.read_text().split("\nFROM ", 1)[0]
+    assert "CUDA 13" in header and "580" in header and "CUDA 12" in header
+    assert "install-nvidia-driver:latest" in header
+    assert "https://download.pytorch.org/whl/cpu" in header
+
+
+def test_the_gpu_check_script_runs_the_gpu_tests_and_the_gpu_benchmark():
+    script = REPO / ".ci" / "gpu-check"
+    assert script.stat().st_mode & 0o111, "executable"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    assert "pytest -m gpu" in text and "bench --device cuda" in text
+    addopts = re.search(r"^addopts = (.*)$", (REPO / "pyproject.toml").read_text(), re.M).group(1)
+    assert "-m 'not gpu'" in addopts  # deselected (and counted as such) everywhere else
+
+
 def test_every_runtime_dependency_is_pinned_for_the_image():
     wanted = [*pyproject_list("dependencies"), *pyproject_list("gcs"), *pyproject_list("s3")]
     names = {re.split(r"[<>=\[ ;]", d, maxsplit=1)[0].lower() for d in wanted} - {"torch", "apache-beam"}

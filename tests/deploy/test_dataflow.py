@@ -15,15 +15,17 @@ import pytest
 from apache_beam.options.pipeline_options import DebugOptions, GoogleCloudOptions, WorkerOptions
 from apache_beam.runners.dataflow.internal import apiclient
 
-from pipeline import config, flex_template, runners
+from pipeline import config, flex_template, runners, runs
 from pipeline.graph import build
 from pipeline.options import pipeline_options, worker_processes
 from pipeline.plan import prepare
 from tests.conftest import REPO, write_jsonl
+from tests.deploy.test_container import arg_default
+from transforms import state
 
 CONFIG = REPO / "configs" / "dataflow-gpu.yaml"
 METADATA = REPO / "configs" / "flex-template" / "metadata.json"
-ACCELERATOR = "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"
+ACCELERATOR = "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver:latest"
 # What keeps a Dataflow job build offline (ENVIRONMENT.md): no service, no credentials, no staging.
 DRY_RUN = [
     "--dry_run=True",
@@ -64,7 +66,9 @@ def dry_run(tmp_path_factory, models_dir):
     )
     options = pipeline_options(cfg.beam, DRY_RUN)
     runners.check_paths(cfg, options)
-    plan = prepare(cfg, worker_processes(options))
+    plan = prepare(cfg, worker_processes(options), options)
+    # As `distilbeam run` does for a dry run: every shard counts as new, the output is not read.
+    plan = runs.choose_shards(plan, state.new_run_id(), False, None, read_output=False)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, plan)
     return cfg, plan, pipeline.run()
@@ -119,7 +123,47 @@ def test_dry_run_job_environment_as_dataflow_receives_it(dry_run):
 def test_gpu_workers_run_one_process_with_the_machines_cores(dry_run):
     _, plan, _ = dry_run
     runtimes = {h.runtime for g in plan.groups for h in g.handlers}
-    assert {(r.device, r.worker_processes) for r in runtimes} == {("cuda", 1)}
+    assert {(r.device, r.worker_processes, r.planned_device) for r in runtimes} == {("cuda", 1, "cuda")}
+    numerics = {name: task["numerics"] for name, task in plan.facts["tasks"].items()}
+    assert numerics == {name: {"device": "cuda", "precision": "fp16"} for name in ("sentiment", "entities")}
+
+
+# The CUDA major version torch 2.13.0 is built for on each index the image may install it from, and the
+# oldest driver branch that runs each (NVIDIA's CUDA toolkit release notes: 13.0 needs 580.65.06+; any 12.x
+# runs on R525+ through minor-version compatibility).
+TORCH_CUDA = {
+    "https://pypi.org/simple": 13,
+    "https://download.pytorch.org/whl/cu126": 12,
+    "https://download.pytorch.org/whl/cu128": 12,
+}
+DRIVER_BRANCH = {12: 525, 13: 580}
+# What Dataflow's default driver is promised to run on an L4 (its L4 page: driver 525 or later, CUDA 12).
+DATAFLOW_DEFAULT_BRANCH = 525
+
+
+def test_the_driver_dataflow_installs_runs_the_images_torch():
+    cuda = TORCH_CUDA[arg_default("TORCH_INDEX_URL")]
+    (option,) = config.load(CONFIG).beam["dataflow_service_options"]
+    fields = dict(f.partition(":")[::2] for f in option.removeprefix("worker_accelerator=").split(";"))
+    assert "install-nvidia-driver" in fields
+    driver = fields["install-nvidia-driver"] or "default"
+    if driver == "latest":
+        return
+    branch = DATAFLOW_DEFAULT_BRANCH if driver == "default" else int(driver.split(".")[0].rstrip("x") or 0)
+    assert branch >= DRIVER_BRANCH[cuda], f"install-nvidia-driver:{driver} does not run CUDA {cuda}"
+
+
+def test_a_dataflow_job_that_asks_for_gpus_is_planned_as_a_gpu_run(local_inputs, monkeypatch):
+    # The launcher has no GPU; with runtime.device: auto the job is still planned (and hashed) for the
+    # workers' GPUs, because it asks Dataflow for them.
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = config.load(CONFIG, [*local_inputs, "runtime.device=auto", "runtime.precision=auto"])
+    plan = prepare(cfg, 1, pipeline_options(cfg.beam, DRY_RUN))
+    assert {t["numerics"]["device"] for t in plan.facts["tasks"].values()} == {"cuda"}
+    without = {k: v for k, v in cfg.beam.items() if k != "dataflow_service_options"}
+    assert runners.planned_device(cfg, pipeline_options(without, DRY_RUN)) == "cpu"
 
 
 def test_gpu_config_keeps_data_and_models_in_cloud_storage():
