@@ -122,7 +122,7 @@ def _launch(
 
     if not dry_run:
         prepare_output(cfg.output.path, cfg.output.storage_options, force, cfg.output.mode)
-    plan = prepare(cfg, worker_processes(options))
+    plan = prepare(cfg, worker_processes(options), options)
     local = runs.runs_locally(options)
     progress = runs.Progress(enabled=local and not dry_run)
     try:

@@ -86,7 +86,7 @@ def annotation_sha256(cfg: Config, identities: dict[str, Any]) -> str:
     settings = cfg.to_dict()
     drop_storage_options(settings)  # credentials: they say where files are, not what rows hold
     facts = {
-        "input": {k: v for k, v in settings["input"].items() if k != "paths"},
+        "input": {k: v for k, v in settings["input"].items() if k not in ("paths", "split_mb")},
         "tasks": {name: {**settings["tasks"][name], **identity} for name, identity in identities.items()},
         "keep_text": cfg.output.keep_text,
     }

@@ -11,24 +11,24 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.schema import Annotated, Failure
 
 # A task's batching cost for a document of n tokens: (rows it feeds the model, padded length of each row).
 CostFn = Callable[[int], tuple[int, int]]
 
-# With ``batching.max_tokens: auto``, the most padded tokens one model call takes, per kind of device: on a
-# CPU, matrix multiplies at DistilBERT's shapes are near their peak from a few hundred rows and lose cache
-# locality past a few thousand; a GPU wants tens of thousands of rows to fill its cores.
+# With ``batching.max_tokens: auto``, the most padded tokens one model call takes, per kind of device, for a
+# model as wide as DistilBERT-base (768): on a CPU, matrix multiplies at its shapes are near their peak from
+# a few hundred rows and lose cache locality past a few thousand; a GPU wants tens of thousands of rows to
+# fill its cores. A narrower model does less work per token, so its calls take proportionally more tokens
+# (up to ``AUTO_MAX_SCALE`` times more) before a call's fixed cost stops mattering.
 AUTO_MAX_TOKENS = {"cpu": 2048, "cuda": 32768}
+AUTO_WIDTH = 768
+AUTO_MAX_SCALE = 8
 # What one model call costs beyond its tokens, in tokens (Python dispatch, matrices too small to reach the
 # peak): padding is spent only where it saves this much. The CPU figure is measured (a call of M tokens
 # runs at about M / (M + 48) of the large-call speed); the GPU one is an estimate (launches overlap the
@@ -45,11 +45,17 @@ def device_kind(device: str) -> str:
     return "cuda" if device.startswith("cuda") else "cpu"
 
 
-def resolve_max_tokens(max_tokens: int | str, device: str) -> int:
-    """The configured token budget, or the device's own when it is ``auto``."""
+def resolve_max_tokens(max_tokens: int | str, device: str, width: int = AUTO_WIDTH) -> int:
+    """The configured token budget, or with ``auto`` the device's own for a model ``width`` wide."""
     if isinstance(max_tokens, int):
         return max_tokens
-    return AUTO_MAX_TOKENS[device_kind(device)]
+    scale = min(AUTO_MAX_SCALE, max(1, AUTO_WIDTH // max(1, width)))
+    return AUTO_MAX_TOKENS[device_kind(device)] * scale
+
+
+def model_width(config: Any) -> int:
+    """The hidden size of a transformers model config (DistilBERT calls it ``dim``)."""
+    return int(getattr(config, "dim", None) or getattr(config, "hidden_size", None) or AUTO_WIDTH)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -212,62 +218,6 @@ def _suffix_minima(best: Sequence[int], first: int, end: int, width: int) -> tup
     return least.tolist(), earliest.tolist()
 
 
-class BatchDocumentsFn(beam.DoFn):
-    """Annotated documents in, batches out (main), tokenizer failures on ``failed``."""
-
-    def __init__(
-        self,
-        load_tokenizer: Callable[[], Any],
-        costs: Sequence[CostFn],
-        max_tokens: int | str,
-        window: int,
-        resolve_device: Callable[[], str],
-    ):
-        self._load_tokenizer = load_tokenizer
-        self._costs = costs
-        self._max_tokens = max_tokens
-        self._window = window
-        self._resolve_device = resolve_device
-        self._tokens = Metrics.distribution("distilbeam", "doc_tokens")
-
-    def setup(self) -> None:
-        self._tokenizer = self._load_tokenizer()
-        # The budget is chosen where the model runs: the machine that builds the pipeline may have no GPU.
-        budget = resolve_max_tokens(self._max_tokens, self._resolve_device())
-        self._batch_tokens = CALLS_PER_BATCH * budget
-
-    def start_bundle(self) -> None:
-        self._buffer: list[Annotated] = []
-
-    def process(self, item: Annotated) -> Iterator[Any]:
-        self._buffer.append(item)
-        if len(self._buffer) >= self._window:
-            yield from self._flush()
-
-    def finish_bundle(self) -> Iterator[WindowedValue]:
-        for out in self._flush():
-            if isinstance(out, beam.pvalue.TaggedOutput):
-                yield beam.pvalue.TaggedOutput(out.tag, _global(out.value))
-            else:
-                yield _global(out)
-
-    def _flush(self) -> Iterator[Any]:
-        items, self._buffer = self._buffer, []
-        if not items:
-            return
-        tokenized, failures = tokenize(self._tokenizer, items)
-        for failure in failures:
-            yield beam.pvalue.TaggedOutput("failed", failure)
-        costs = [self._cost(len(t.ids)) for t in tokenized]
-        for indices in plan_batches(costs, self._batch_tokens):
-            yield Batch(tuple(tokenized[i] for i in indices))
-
-    def _cost(self, n_tokens: int) -> tuple[int, int]:
-        self._tokens.update(n_tokens)
-        per_task = [cost(n_tokens) for cost in self._costs]
-        return max(c[0] for c in per_task), max(c[1] for c in per_task)
-
-
 def tokenize(tokenizer: Any, items: Sequence[Annotated]) -> tuple[list[Tokenized], list[Failure]]:
     """Tokenizes all documents in one call; if that fails, one at a time so only the culprit fails."""
     try:
@@ -279,54 +229,45 @@ def tokenize(tokenizer: Any, items: Sequence[Annotated]) -> tuple[list[Tokenized
         try:
             tokenized += _tokenize_all(tokenizer, [item])
         except Exception as exc:
-            doc = item.doc
-            failures.append(
-                Failure.of(
-                    "tokenize",
-                    exc,
-                    f"tokenizer failed: {exc}",
-                    source=doc.source,
-                    offset=doc.offset,
-                    id=doc.id,
-                    raw=doc.text[:1024],
-                )
-            )
+            failures.append(Failure.of_document("tokenize", exc, f"tokenizer failed: {exc}", item.doc))
     return tokenized, failures
 
 
 def _tokenize_all(tokenizer: Any, items: Sequence[Annotated]) -> list[Tokenized]:
-    encoded = tokenizer(
-        [item.doc.text for item in items],
-        add_special_tokens=False,
-        return_offsets_mapping=True,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-        verbose=False,  # no warning for documents past the model's length: the tasks read them in windows
-    )
-    out = []
-    for item, ids, offsets in zip(items, encoded["input_ids"], encoded["offset_mapping"], strict=True):
-        out.append(
-            Tokenized(
-                item,
-                np.asarray(ids, dtype=np.int32),
-                np.asarray(offsets, dtype=np.int32).reshape(-1, 2),
-            )
+    """One call of the Rust tokenizer for all documents, its ids and offsets gathered into two arrays in one
+    pass each and cut per document (no special tokens, no truncation: tasks read long documents in
+    windows)."""
+    encodings = encoder(tokenizer).encode_batch([item.doc.text for item in items], add_special_tokens=False)
+    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+    total = int(lengths.sum())
+    ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=total)
+    offsets = np.fromiter(
+        itertools.chain.from_iterable(itertools.chain.from_iterable(e.offsets for e in encodings)),
+        dtype=np.int32,
+        count=2 * total,
+    ).reshape(-1, 2)
+    cuts = np.cumsum(lengths)[:-1]
+    return [
+        Tokenized(item, doc_ids, doc_offsets)
+        for item, doc_ids, doc_offsets in zip(
+            items, np.split(ids, cuts), np.split(offsets, cuts), strict=True
         )
-    return out
+    ]
 
 
-def _global(value: Any) -> WindowedValue:
-    return WindowedValue(value, GlobalWindow().max_timestamp(), [GlobalWindow()])
+_ENCODERS: dict[int, tuple[Any, Any]] = {}
 
 
-def unbatch(batch: Batch) -> Iterator[Any]:
-    """Back to one record per document: Annotated with every task's result, or the first Failure."""
-    for i, tokenized in enumerate(batch.items):
-        results = {task: values[i] for task, values in batch.results.items()}
-        failure = next((r for r in results.values() if isinstance(r, Failure)), None)
-        if failure is not None:
-            yield beam.pvalue.TaggedOutput("failed", failure)
-            continue
-        item = tokenized.item
-        n_tokens = item.n_tokens if item.n_tokens >= 0 else len(tokenized.ids)
-        yield Annotated(item.doc, n_tokens, {**item.results, **results})
+def encoder(tokenizer: Any) -> Any:
+    """The Rust tokenizer behind a ``transformers`` fast tokenizer, with the truncation and padding its
+    tokenizer.json may set turned off (a copy: the tokenizer itself is left as it is); made once per
+    tokenizer."""
+    found = _ENCODERS.get(id(tokenizer))
+    if found is None or found[0] is not tokenizer:
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        backend.no_truncation()
+        backend.no_padding()
+        found = _ENCODERS[id(tokenizer)] = (tokenizer, backend)
+    return found[1]

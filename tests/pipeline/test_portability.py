@@ -17,7 +17,7 @@ import pytest
 from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
 
-from pipeline import config
+from pipeline import config, runs
 from pipeline.graph import build, worker_path
 from pipeline.plan import prepare
 from tests.conftest import REPO, write_jsonl
@@ -75,12 +75,17 @@ def _decompress(payload: bytes) -> bytes:
         return zlib.decompress(raw)
 
 
+def planned(cfg):
+    """The plan as a run has it: shards chosen (the output read as empty)."""
+    return runs.choose_shards(prepare(cfg), "run-1", False, None, read_output=False)
+
+
 def test_graph_pickles_small_and_holds_no_model(launch_dir):
-    plan = prepare(relative_config())
+    plan = planned(relative_config())
     pipeline = beam.Pipeline()
     build(pipeline, plan)
     payloads = pickled_payloads(pipeline)
-    assert any("RunInference" in name for name in payloads)
+    assert any("AnnotateSplits" in name for name in payloads)
     weights = (launch_dir / "models" / "ner" / "model.safetensors").read_bytes()
     assert len(weights) > MAX_PICKLED_BYTES  # so a pickled model could not pass the size check below
     sample = weights[len(weights) // 2 : len(weights) // 2 + 64]
@@ -94,7 +99,7 @@ def test_graph_pickles_small_and_holds_no_model(launch_dir):
 
 def test_graph_refers_to_our_code_by_name_not_by_the_launchers_files(launch_dir):
     # Functions pickled by value would carry their source file's path on the launching machine.
-    plan = prepare(relative_config())
+    plan = planned(relative_config())
     pipeline = beam.Pipeline()
     build(pipeline, plan)
     # Our packages only: a virtual environment inside the checkout holds Beam's own files too.

@@ -226,3 +226,11 @@ def test_planning_a_gpu_batch_takes_steps_linear_in_its_rows(monkeypatch):
     assert all(size < max(1, budget // width) for width, size in passes)
     # Trying every start the budget allows examined two orders of magnitude more candidates.
     assert examined_exhaustively > 100 * (pushed + popped)
+
+
+def test_auto_budget_grows_for_narrow_models_up_to_eight_times():
+    assert resolve_max_tokens("auto", "cpu", 768) == resolve_max_tokens("auto", "cpu", 1024) == 2048
+    assert resolve_max_tokens("auto", "cpu", 384) == 4096  # MiniLM
+    assert resolve_max_tokens("auto", "cpu", 64) == resolve_max_tokens("auto", "cpu", 8) == 8 * 2048
+    assert resolve_max_tokens("auto", "cuda", 256) == 3 * 32768
+    assert resolve_max_tokens(1000, "cpu", 64) == 1000  # a configured budget is the user's

@@ -28,6 +28,7 @@ from transforms.batching import (
     Batch,
     Tokenized,
     device_kind,
+    model_width,
     plan_slices,
     resolve_max_tokens,
     windows,
@@ -180,7 +181,7 @@ class TaskHandler(ModelHandler):
             log.info("task %s: %s, %s", self.name, torch.cuda.get_device_name(device), devices.cuda_facts())
         model.to(device)
         autocast = devices.autocast_dtype(self.runtime.precision, device_kind(device))
-        max_tokens = resolve_max_tokens(self.max_tokens, device)
+        max_tokens = resolve_max_tokens(self.max_tokens, device, model_width(model.config))
         numerics = devices.effective_precision(self.runtime.precision, device_kind(device))
         log.info(
             "task %s: loaded %s on %s (%s, %d threads, %d tokens per call)",
