@@ -112,18 +112,23 @@ def test_annotate_chunk_equals_each_document_alone(models_dir, tmp_path_factory,
 
 
 def test_a_document_a_task_cannot_annotate_is_dead_lettered_and_its_neighbours_go_on(
-    models_dir, tmp_path_factory
+    models_dir, tmp_path_factory, monkeypatch
 ):
+    from transforms import batching
+
     plan = make_plan(models_dir, tmp_path_factory, 4096)
     groups = loaded_groups(plan)
-    real = groups[0].tokenizer
+    real = batching.encoder(groups[0].tokenizer)
 
-    def tokenizer(texts, **kwargs):
-        if any("Vienna" in t for t in texts):
-            raise ValueError("cannot tokenize this")
-        return real(texts, **kwargs)
+    class Encoder:
+        def encode_batch(self, texts, **kwargs):
+            if any("Vienna" in t for t in texts):
+                raise ValueError("cannot tokenize this")
+            return real.encode_batch(texts, **kwargs)
 
-    groups[0].tokenizer = tokenizer
+    refusing = groups[0].tokenizer
+    original = batching.encoder
+    monkeypatch.setattr(batching, "encoder", lambda t: Encoder() if t is refusing else original(t))
     annotated, failures = annotate_chunk(DOCS, groups)
     assert [a.doc.id for a in annotated] == [d.id for d in DOCS if "Vienna" not in d.text]
     (failure,) = failures

@@ -133,16 +133,35 @@ def test_windows_match_the_fast_tokenizers_overflowing_tokens(models_dir, body, 
 # -- tokenizing ---------------------------------------------------------------------------------------------
 
 
-def test_tokenizer_failure_fails_only_its_document(models_dir):
+def test_tokenizing_gives_the_tokenizers_own_ids_and_offsets_untruncated(models_dir):
+    tokenizer = models.load_tokenizer(models_dir / "tokenizer")
+    tokenizer.backend_tokenizer.enable_truncation(8)  # a tokenizer.json may set it: never applied here
+    texts = [t for t in TEXTS] + ["word " * 600]
+    tokenized, failures = tokenize(tokenizer, docs(texts))
+    assert failures == [] and tokenizer.backend_tokenizer.truncation is not None  # the tokenizer unchanged
+    tokenizer.backend_tokenizer.no_truncation()
+    for t, text in zip(tokenized, texts, strict=True):
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        assert t.ids.tolist() == encoded["input_ids"] and t.ids.dtype == np.int32
+        assert [tuple(o) for o in t.offsets.tolist()] == [tuple(o) for o in encoded["offset_mapping"]]
+    assert len(tokenized[-1].ids) > 512  # past any truncation
+
+
+def test_tokenizer_failure_fails_only_its_document(models_dir, monkeypatch):
+    from transforms import batching
+
     real = models.load_tokenizer(models_dir / "tokenizer")
+    rust = batching.encoder(real)
 
-    def tokenizer(texts, **kwargs):
-        if any("BOOM" in t for t in texts):
-            raise ValueError("cannot tokenize this")
-        return real(texts, **kwargs)
+    class Encoder:
+        def encode_batch(self, texts, **kwargs):
+            if any("BOOM" in t for t in texts):
+                raise ValueError("cannot tokenize this")
+            return rust.encode_batch(texts, **kwargs)
 
+    monkeypatch.setattr(batching, "encoder", lambda tokenizer: Encoder())
     items = docs(["fine", "BOOM here", "also fine"])
-    tokenized, failures = tokenize(tokenizer, items)
+    tokenized, failures = tokenize(real, items)
     assert [t.item.doc.id for t in tokenized] == ["doc-0", "doc-2"]
     (failure,) = failures
     assert (failure.id, failure.offset, failure.stage, failure.error) == (

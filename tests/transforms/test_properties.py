@@ -23,7 +23,6 @@ from transforms.batching import Batch, plan_batches, tokenize, windows
 from transforms.read import BOM, ReadSettings, Shard, derived_id, read_shard, sniff
 from transforms.schema import RAW_LIMIT, Annotated, Document, Failure, clip
 from transforms.tasks import Runtime
-from transforms.write import mark_duplicate_ids
 
 FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MEMORY = fsspec.filesystem("memory")
@@ -322,13 +321,35 @@ def test_a_dead_letter_row_holds_at_most_1kib_of_the_record(raw, message):
 
 
 @settings(max_examples=100, deadline=None)
-@given(ids=st.lists(st.sampled_from(["a", "b", "c", "d", "e", "f", "g"]), max_size=20))
-def test_rows_sharing_an_id_are_all_kept_and_all_flagged(ids):
+@given(
+    ids=st.lists(st.sampled_from(["a", "b", "c", "d", "e", "f", "g"]), max_size=20),
+    chunk=st.integers(1, 7),
+    row_group=st.integers(1, 9),
+)
+def test_rows_sharing_an_id_are_all_kept_and_all_flagged(ids, chunk, row_group):
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    from transforms import write
+    from transforms.read import Split
+    from transforms.schema import output_schema
+
     items = [Annotated(Document(id_, "s", i, "t"), 0, {}) for i, id_ in enumerate(ids)]
-    marked = mark_duplicate_ids(items)
-    assert [m.doc.offset for m in marked] == list(range(len(ids)))
-    for m in marked:
-        assert ("duplicate_id" in m.doc.warnings) == (ids.count(m.doc.id) > 1)
+    with tempfile.TemporaryDirectory() as out:
+        settings = write.WriteSettings(out, output_schema({}, False), False, "zstd", {})
+        original, write.ROW_GROUP_ROWS = write.ROW_GROUP_ROWS, row_group
+        try:
+            with write.SplitWriter(settings, Split("s", "jsonl")) as writer:
+                for k in range(0, len(items), chunk):
+                    writer.write(items[k : k + chunk], [], records=len(items[k : k + chunk]))
+                writer.commit()
+        finally:
+            write.ROW_GROUP_ROWS = original
+        rows = pq.read_table(f"{out}/{write.shard_file_name('s')}").to_pylist()
+    assert [r["offset"] for r in rows] == list(range(len(ids)))
+    for r in rows:
+        assert ("duplicate_id" in r["warnings"]) == (ids.count(r["id"]) > 1)
 
 
 def test_an_over_long_last_line_ends_like_any_other_line():
