@@ -21,6 +21,7 @@ from pathlib import Path
 from pipeline import bench, config, metrics, runs
 from pipeline.options import pipeline_options, worker_processes
 from transforms import SetupError, state, storage
+from transforms.devices import cpu_cores
 from transforms.report import REPORT_HTML, REPORT_MD
 from transforms.write import ERRORS_DIR, SUMMARY_FILE
 
@@ -142,6 +143,17 @@ def _launch(
             len(cfg.tasks),
             cfg.output.path,
         )
+        if local:
+            workers = runs.choose_local_workers(plan, options)
+            threads = plan.groups[0].handlers[0].runtime.threads()
+            log.info(
+                "local run: %d worker%s x %d torch thread%s on %d cores",
+                workers,
+                "s" if workers > 1 else "",
+                threads,
+                "s" if threads > 1 else "",
+                cpu_cores(),
+            )
         pipeline = beam.Pipeline(options=options)
         build(pipeline, plan)
         progress.start(plan)

@@ -41,17 +41,25 @@ def runner_name(options: PipelineOptions) -> str:
 
 
 def worker_processes(options: PipelineOptions) -> int:
-    """Processes one worker machine runs user code in, so torch threads can divide its cores between them
-    (processes x threads <= cores); ``ONE_PER_CORE`` when the runner starts one process per core."""
+    """Workers (processes, or the DirectRunner's threads) that run user code side by side on one machine,
+    so torch threads can divide its cores between them (workers x threads <= cores); ``ONE_PER_CORE`` when
+    the runner starts one process per core."""
     runner = runner_name(options)
     if runner == "DataflowRunner":
         # Dataflow runs one Python SDK process per vCPU unless told to run a single one (the GPU setup).
         experiments = options.view_as(DebugOptions).experiments or []
         return 1 if "no_use_multiple_sdk_containers" in experiments else ONE_PER_CORE
     direct = options.view_as(DirectOptions)
-    if runner in ("DirectRunner", "FnApiRunner") and direct.direct_running_mode == "multi_processing":
-        # direct_num_workers=0 means one worker per core of this machine.
+    if runner in ("DirectRunner", "FnApiRunner") and direct.direct_running_mode != "in_memory":
+        # multi_processing or multi_threading; direct_num_workers=0 means one worker per core.
         return direct.direct_num_workers or os.cpu_count() or 1
     # Portable runners (Flink, a worker pool) start sdk_worker_parallelism SDK processes per worker.
     # (0 lets the runner choose; count it as one.)
     return max(1, int(options.view_as(PortableOptions).sdk_worker_parallelism or 1))
+
+
+def given(options: PipelineOptions, *names: str) -> bool:
+    """Whether any of these options was given as a flag (or in the config's ``beam:`` section), even at its
+    default value, which Beam's own view of the options cannot tell apart from one left unset."""
+    flags = getattr(options, "_flags", None) or []
+    return any(f == f"--{n}" or f.startswith(f"--{n}=") for f in flags for n in names)

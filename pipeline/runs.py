@@ -11,18 +11,20 @@ import dataclasses
 import datetime
 import json
 import logging
+import math
 import shutil
 import tempfile
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, PortableOptions
 
 from pipeline.config import Config
-from pipeline.options import runner_name
+from pipeline.options import given, runner_name, worker_processes
 from pipeline.plan import Plan
 from transforms import report, state, storage
+from transforms.devices import cpu_cores
 from transforms.progress import ProgressLine
 from transforms.schema import ShardStats
 from transforms.write import run_summary
@@ -91,6 +93,46 @@ def choose_shards(
         summary_behind=summary_behind,
     )
     return dataclasses.replace(plan, shards=[s for s in plan.shards if s.uri in todo], run=run)
+
+
+# Worker threads of a local GPU run: one thread's host work (reading, tokenizing, writing) goes on while
+# another's model calls run on the device.
+GPU_LOCAL_WORKERS = 2
+
+
+def choose_local_workers(plan: Plan, options: PipelineOptions) -> int:
+    """How many splits a local run annotates side by side, set on the DirectRunner's options unless its
+    flags already say (``direct_running_mode``, ``direct_num_workers``). On a CPU, one worker thread per
+    core, each running its model calls on cores / workers torch threads, so that workers x threads =
+    cores: the work around the model (Python, one core per thread at a time) then overlaps the model calls
+    of the others, whatever the model's size. Never more workers than the run has splits, so a run of one
+    shard still spreads its calls over every core. On a GPU, ``GPU_LOCAL_WORKERS`` threads. The handlers'
+    torch threads follow. Returns the number of workers."""
+    handlers = [h for g in plan.groups for h in g.handlers]
+    if runner_name(options) not in LOCAL_RUNNERS or given(
+        options, "direct_running_mode", "direct_num_workers"
+    ):
+        workers = worker_processes(options)
+    else:
+        split_bytes = plan.cfg.input.split_mb and plan.cfg.input.split_mb * (1 << 20)
+        splits = sum(_splits_of(uri, shard.size, split_bytes) for uri, shard in plan.run.shards.items())
+        if handlers and handlers[0].runtime.planned_device == "cuda":
+            workers = GPU_LOCAL_WORKERS
+        else:
+            workers = cpu_cores() // (plan.cfg.runtime.torch_threads or 1)
+        workers = max(1, min(workers, splits))
+        if workers > 1:
+            direct = options.view_as(DirectOptions)
+            direct.direct_running_mode, direct.direct_num_workers = "multi_threading", workers
+    for handler in handlers:
+        handler.runtime = dataclasses.replace(handler.runtime, worker_processes=workers)
+    return workers
+
+
+def _splits_of(uri: str, size: int, split_bytes: float | None) -> int:
+    if not split_bytes or storage.strip_compression(uri) != uri:
+        return 1
+    return max(1, math.ceil(size / split_bytes))
 
 
 def record_idle_run(plan: Plan) -> dict[str, Any]:

@@ -129,14 +129,23 @@ class AnnotateSplitFn(beam.DoFn):
         self._loaded: list[LoadedGroup] | None = None
         self._progress = ProgressFile(self._write.run.progress_dir if self._write.run else None)
 
-    def _load_models(self) -> list[list[tuple[TaskHandler, Any, float]]]:
+    def _load_models(self) -> list[list[tuple[TaskHandler, Any, float | None]]]:
+        """Each handler's model, and how long loading it took when this instance loaded it (None when
+        another thread of the process had: the model is shared)."""
         out = []
         for group, handles in zip(self._groups, self._handles, strict=True):
             loaded = []
             for handler, handle in zip(group.handlers, handles, strict=True):
-                started = time.monotonic()
-                model = handle.acquire(handler.load_model, tag=handler.name)
-                loaded.append((handler, model, time.monotonic() - started))
+                took: list[float] = []
+
+                def load(handler: TaskHandler = handler, took: list[float] = took) -> Any:
+                    started = time.monotonic()
+                    model = handler.load_model()
+                    took.append(time.monotonic() - started)
+                    return model
+
+                model = handle.acquire(load, tag=handler.name)
+                loaded.append((handler, model, took[0] if took else None))
             out.append(loaded)
         return out
 
@@ -146,8 +155,9 @@ class AnnotateSplitFn(beam.DoFn):
             groups = []
             for tokenizer, loaded in zip(self._tokenizers, self._loading.result(), strict=True):
                 for handler, _, seconds in loaded:
-                    metric = Metrics.distribution(handler.get_metrics_namespace(), LOAD_METRIC)
-                    metric.update(int(1000 * seconds))
+                    if seconds is not None:  # loaded by this instance, not shared from another thread's
+                        metric = Metrics.distribution(handler.get_metrics_namespace(), LOAD_METRIC)
+                        metric.update(int(1000 * seconds))
                 budget = min(model.max_tokens for _, model, _ in loaded)  # padded tokens per model call
                 handlers = [(handler, model) for handler, model, _ in loaded]
                 groups.append(LoadedGroup(tokenizer, handlers, CALLS_PER_BATCH * budget))

@@ -8,6 +8,7 @@ clock that measures how busy a GPU was when several threads share it."""
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -39,6 +40,11 @@ class DeviceMismatch(RuntimeError):
 class DeviceUnusable(RuntimeError):
     """The device cannot run this model's calls at all, whatever the documents: the bundle fails, so that
     the runner retries it on a fresh worker."""
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def effective_precision(precision: str, kind: str) -> str:

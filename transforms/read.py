@@ -513,7 +513,8 @@ def _document(id_: str, source: str, offset: int, text: str, warnings: tuple[str
         found.append("control_chars")
     if not text.strip():
         found.append("empty_text")
-    return Document(id_, source, offset, text).with_warnings(*found)
+    document = Document(id_, source, offset, text)
+    return document.with_warnings(*found) if found else document
 
 
 def _too_long(doc: Document, settings: ReadSettings, raw: bytes) -> Document | Failure:

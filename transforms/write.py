@@ -38,6 +38,7 @@ from transforms.schema import (
     ShardStats,
     dead_letter_row,
     output_row,
+    output_table,
 )
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,13 @@ def split_writable(
 ) -> tuple[pa.Table, list[Failure]]:
     """The rows that convert to the output schema, as a table, and a write-stage failure for each one that
     does not."""
-    rows = [output_row(item, keep_text) for item in items]
     try:
-        return pa.Table.from_pylist(rows, schema=schema), []
+        return output_table(items, schema), []
     except (pa.ArrowException, TypeError, ValueError):
         pass
     good, bad = [], []
-    for item, row in zip(items, rows, strict=True):
+    for item in items:
+        row = output_row(item, keep_text)
         try:
             pa.Table.from_pylist([row], schema=schema)
             good.append(row)

@@ -19,7 +19,7 @@ CORES = len(os.sched_getaffinity(0))
         (["--runner=DirectRunner"], 1),
         (["--direct_num_workers=3", "--direct_running_mode=multi_processing"], 3),
         (["--direct_num_workers=0", "--direct_running_mode=multi_processing"], os.cpu_count()),
-        (["--direct_num_workers=4", "--direct_running_mode=multi_threading"], 1),  # threads, one process
+        (["--direct_num_workers=4", "--direct_running_mode=multi_threading"], 4),  # threads sharing cores
         (["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"], 1),
         (["--runner=FlinkRunner", "--sdk_worker_parallelism=4"], 4),
         (["--runner=FlinkRunner", "--sdk_worker_parallelism=0"], 1),

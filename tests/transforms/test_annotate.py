@@ -181,3 +181,42 @@ def test_annotate_splits_on_the_direct_runner_writes_each_split(models_dir, tmp_
         assert [(e["label"], e["start"], e["end"]) for e in row["entities"]] == [
             (e["label"], e["start"], e["end"]) for e in want["entities"]
         ]
+
+
+def test_memory_does_not_grow_with_the_shard(models_dir, tmp_path, monkeypatch):
+    """A proxy at small scale for a corpus of millions: annotating a shard four times as long holds no more
+    memory, as rows stream out in row groups and only a chunk of documents is held at a time."""
+    import tracemalloc
+
+    from transforms import write
+    from transforms.annotate import AnnotateSplitFn
+
+    monkeypatch.setattr(write, "ROW_GROUP_ROWS", 64)
+    cfg = from_dict(
+        {
+            "input": {"paths": [str(tmp_path / "*.jsonl")]},
+            "tasks": {
+                "sentiment": {"kind": "classify", "model": str(models_dir / "classifier")},
+                "entities": {"kind": "ner", "model": str(models_dir / "ner")},
+            },
+            "batching": {"sort_window": 50},
+            "output": {"path": str(tmp_path / "out")},
+            "runtime": {"device": "cpu", "torch_threads": 1},
+        }
+    )
+    peaks = {}
+    for n in (400, 1600):
+        shard = tmp_path / f"shard-{n}.jsonl"
+        shard.write_text("".join(f'{{"id": "{i}", "text": "{TEXTS[i % 3]} number {i}"}}\n' for i in range(n)))
+        plan = prepare(cfg)
+        write_settings = WriteSettings(str(tmp_path / "out"), plan.schema, False, "zstd", {})
+        fn = AnnotateSplitFn(plan.groups, read_settings(cfg), write_settings, cfg.batching.sort_window)
+        fn.setup()
+        fn._models()
+        tracemalloc.start()
+        (result,) = fn.process(Split(str(shard), "jsonl"))
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        fn.teardown()
+        assert result.stats.docs_written == n
+    assert peaks[1600] < 1.25 * peaks[400], peaks

@@ -37,10 +37,19 @@ from transforms.schema import Failure
 
 log = logging.getLogger(__name__)
 
-# One model call at a time per process on a CPU: torch already spreads each call over the threads it was
-# given (the cores divided between worker processes), so Beam threads running calls side by side would only
-# oversubscribe the cores. On a GPU calls may overlap: one thread's host work hides another's transfer.
-_CPU_CALLS = threading.Lock()
+# On a CPU, as many model calls at a time per process as its cores hold calls of the torch threads it was
+# given: one when each call spreads over every core, one per core when workers run one thread each (the
+# DirectRunner's threads sharing a process); more would only oversubscribe the cores. On a GPU calls may
+# overlap: one thread's host work hides another's transfer.
+_CPU_CALLS: dict[int, threading.BoundedSemaphore] = {}
+_CPU_CALLS_LOCK = threading.Lock()
+
+
+def _cpu_calls(threads: int) -> threading.BoundedSemaphore:
+    with _CPU_CALLS_LOCK:
+        if threads not in _CPU_CALLS:
+            _CPU_CALLS[threads] = threading.BoundedSemaphore(max(1, devices.cpu_cores() // max(1, threads)))
+        return _CPU_CALLS[threads]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +102,7 @@ class Runtime:
             return self.torch_threads
         if self.worker_processes == 0:
             return 1
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return max(1, cores // self.worker_processes)
+        return max(1, devices.cpu_cores() // self.worker_processes)
 
 
 @dataclasses.dataclass
@@ -452,7 +460,7 @@ class TaskHandler(ModelHandler):
         if segments is not None:
             inputs["token_type_ids"] = torch.from_numpy(segments)
         if model.device == "cpu":
-            with _CPU_CALLS, torch.inference_mode():
+            with _cpu_calls(model.threads), torch.inference_mode():
                 return self.model_output(model.model(**inputs), inputs["attention_mask"]), None
         with torch.inference_mode():
             inputs = _to_device(inputs, model.device)
