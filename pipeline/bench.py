@@ -80,6 +80,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated parts to leave out: transformers, beam, ner, int8, scaling",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="measure the data path around the model instead: demo models on short real documents, "
+        "memory against corpus size, first commit, host-path ceiling, base-size whole-process time",
+    )
     parser.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="base", help=argparse.SUPPRESS)
 
 
@@ -540,6 +546,18 @@ def main(args: argparse.Namespace) -> int:
         return 2
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="distilbeam-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.scale:
+        from pipeline import bench_scale
+
+        try:
+            report = {"machine": _machine("cpu", 0, os.getloadavg()), **bench_scale.main(args, work)}
+        finally:
+            if not args.work_dir:
+                shutil.rmtree(work, ignore_errors=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        bench_scale.print_report(report)
+        print(f"distilbeam bench: wrote {args.out}")
+        return 0 if all(r.get("returncode") == 0 for r in report["runs"].values()) else 1
     try:
         report = run_benchmark(args, work, skip)
     finally:
@@ -1055,7 +1073,12 @@ def _pct(value: float | None) -> str:
 
 def _child_main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
-    result = child_transformers(spec) if spec["what"] == "transformers" else child_beam_stock(spec)
+    if spec["what"] == "host":
+        from pipeline.bench_scale import child_host
+
+        result = child_host(spec)
+    else:
+        result = child_transformers(spec) if spec["what"] == "transformers" else child_beam_stock(spec)
     Path(spec["result"]).write_text(json.dumps(result))
     return 0
 

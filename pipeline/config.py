@@ -50,8 +50,9 @@ class BatchingConfig:
     # Most padded tokens (rows x longest row) per model call; auto: 2048 on a CPU, 32768 on a GPU for a
     # DistilBERT-base-wide model, up to 8 times more for narrower ones.
     max_tokens: int | Literal["auto"] = "auto"
-    # Documents a worker buffers and sorts by length before cutting batches: more means less padding.
-    sort_window: int = 4096
+    # Documents a worker reads, sorts by length and batches at a time: more means less padding, but each
+    # worker holds one such chunk (its tokens and model outputs) in memory.
+    sort_window: int = 1024
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,8 @@ the throughput timeline."""
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
+import ctypes.util
 import dataclasses
 import itertools
 import time
@@ -19,6 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
@@ -97,6 +100,27 @@ def unbatch(batch: Batch) -> Iterator[Annotated | Failure]:
         yield Annotated(item.doc, n_tokens, {**item.results, **results})
 
 
+def release_memory() -> None:
+    """Hands the memory a finished split freed back to the system: Arrow's pool and the C allocator keep
+    freed pages for reuse, and with pages of every size from split after split a long run's resident set
+    would creep up with the corpus instead of holding still."""
+    pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim  # noqa: B018 (glibc only)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _libc()
+
+
 def chunks(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
     records = iter(records)
     while chunk := list(itertools.islice(records, size)):
@@ -167,15 +191,18 @@ class AnnotateSplitFn(beam.DoFn):
     def process(self, split: Split) -> Iterator[SplitResult]:
         writer = SplitWriter(self._write, split)
         with writer:
+            started = time.time()
             for chunk in chunks(read_split(split, self._read), self._sort_window):
                 docs = [r for r in chunk if isinstance(r, Document)]
                 failures = [r for r in chunk if isinstance(r, Failure)]
                 annotated, failed = annotate_chunk(docs, self._models()) if docs else ([], [])
                 for _ in chunk:  # every record finished, annotated or dead-lettered
                     crash_point("annotate")
-                writer.write(annotated, failures + failed, records=len(chunk))
+                writer.write(annotated, failures + failed, records=len(chunk), started=started)
+                started = time.time()
                 self._progress.add(done=len(chunk))
             result = writer.commit()
+        release_memory()
         self._progress.add(read=result.stats.docs_read, bytes=self._bytes_of(split))
         self._progress.save()  # a split's end is always told: the last one's is the run's
         yield result

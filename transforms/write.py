@@ -204,9 +204,16 @@ class SplitWriter:
                     writer.close()
         self._stack.__exit__(*exc)
 
-    def write(self, items: Sequence[Annotated], failures: Sequence[Failure], records: int) -> None:
+    def write(
+        self,
+        items: Sequence[Annotated],
+        failures: Sequence[Failure],
+        records: int,
+        started: float | None = None,
+    ) -> None:
         """One chunk of the split, in reading order: the ``records`` read, as annotated documents and
-        failures."""
+        failures; ``started``, when its reading began (time.time()), spreads them over the seconds the chunk
+        took in the throughput timeline."""
         s = self._s
         table, unwritable = split_writable(list(items), s.schema, s.keep_text)
         failures = sorted([*failures, *unwritable], key=lambda f: (f.offset, f.stage, f.id or ""))
@@ -220,8 +227,7 @@ class SplitWriter:
         tokens = table.column("n_tokens").to_numpy()
         self._tokens += int(tokens.sum())
         self._profile = self._profile.merge(report.profile_table(table, failures, s.tasks))
-        now = int(time.time())
-        self._timeline[now] = self._timeline.get(now, 0) + table.num_rows + len(failures)
+        finished(self._timeline, table.num_rows + len(failures), started, time.time())
 
     def _append(self, table: pa.Table) -> None:
         ids = table.column("id").to_pylist()
@@ -329,6 +335,19 @@ class SplitWriter:
             with open(patched.name, "rb") as f:
                 shutil.copyfileobj(f, self._data_handle, 1 << 20)
         self._data_handle.flush()
+
+
+def finished(timeline: dict[int, int], n: int, started: float | None, now: float) -> None:
+    """Adds ``n`` documents finished between ``started`` and ``now`` to a per-second timeline, spread evenly
+    over those seconds (all in ``now``'s without a start): a chunk's documents come out together, but were
+    read, tokenized and run through the models over the whole span."""
+    first, last = int(started if started is not None else now), int(now)
+    seconds = last - first + 1
+    share, extra = divmod(n, seconds)
+    for k in range(seconds):
+        count = share + (1 if k < extra else 0)
+        if count:
+            timeline[first + k] = timeline.get(first + k, 0) + count
 
 
 def _with_duplicate_warning(table: pa.Table, duplicated: set[str]) -> pa.Table:

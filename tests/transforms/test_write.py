@@ -271,3 +271,13 @@ def test_split_results_add_up_to_the_run(tmp_path):
     assert summary["complete"] is True and summary["version"] == "1.2.3"
     assert (summary["tokens"], summary["shards"], summary["failed_by_stage"]) == (15, 1, {"parse": 1})
     assert summary["docs_per_second"] == 3.0
+
+
+def test_a_chunks_documents_are_spread_over_the_seconds_it_took():
+    from transforms.write import finished
+
+    timeline: dict[int, int] = {}
+    finished(timeline, 10, 100.2, 103.9)  # seconds 100 to 103
+    finished(timeline, 3, None, 103.5)
+    assert timeline == {100: 3, 101: 3, 102: 2, 103: 5}
+    assert sum(timeline.values()) == 13
