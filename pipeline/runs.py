@@ -24,7 +24,6 @@ from pipeline.config import Config
 from pipeline.options import given, runner_name, worker_processes
 from pipeline.plan import Plan
 from transforms import report, state, storage
-from transforms.devices import cpu_cores
 from transforms.progress import ProgressLine
 from transforms.schema import ShardStats
 from transforms.write import run_summary
@@ -96,18 +95,18 @@ def choose_shards(
 
 
 # Worker threads of a local GPU run: one thread's host work (reading, tokenizing, writing) goes on while
-# another's model calls run on the device.
+# another's model calls run on the device. On a CPU one worker runs every core: measured on 2 cores with
+# the demo models (``distilbeam bench --scale``), two worker threads of one torch thread each are no faster
+# (the work around the model holds the GIL) and hold more memory, and two worker processes are faster but
+# hold twice the memory; a user who has the memory asks for processes with the DirectRunner's flags.
 GPU_LOCAL_WORKERS = 2
 
 
 def choose_local_workers(plan: Plan, options: PipelineOptions) -> int:
     """How many splits a local run annotates side by side, set on the DirectRunner's options unless its
-    flags already say (``direct_running_mode``, ``direct_num_workers``). On a CPU, one worker thread per
-    core, each running its model calls on cores / workers torch threads, so that workers x threads =
-    cores: the work around the model (Python, one core per thread at a time) then overlaps the model calls
-    of the others, whatever the model's size. Never more workers than the run has splits, so a run of one
-    shard still spreads its calls over every core. On a GPU, ``GPU_LOCAL_WORKERS`` threads. The handlers'
-    torch threads follow. Returns the number of workers."""
+    flags already say (``direct_running_mode``, ``direct_num_workers``): on a GPU ``GPU_LOCAL_WORKERS``
+    threads of one process (never more than the run has splits), on a CPU one worker. The handlers' torch
+    threads follow, so that workers x threads = cores. Returns the number of workers."""
     handlers = [h for g in plan.groups for h in g.handlers]
     if runner_name(options) not in LOCAL_RUNNERS or given(
         options, "direct_running_mode", "direct_num_workers"
@@ -116,11 +115,8 @@ def choose_local_workers(plan: Plan, options: PipelineOptions) -> int:
     else:
         split_bytes = plan.cfg.input.split_mb and plan.cfg.input.split_mb * (1 << 20)
         splits = sum(_splits_of(uri, shard.size, split_bytes) for uri, shard in plan.run.shards.items())
-        if handlers and handlers[0].runtime.planned_device == "cuda":
-            workers = GPU_LOCAL_WORKERS
-        else:
-            workers = cpu_cores() // (plan.cfg.runtime.torch_threads or 1)
-        workers = max(1, min(workers, splits))
+        on_gpu = bool(handlers) and handlers[0].runtime.planned_device == "cuda"
+        workers = max(1, min(GPU_LOCAL_WORKERS if on_gpu else 1, splits))
         if workers > 1:
             direct = options.view_as(DirectOptions)
             direct.direct_running_mode, direct.direct_num_workers = "multi_threading", workers

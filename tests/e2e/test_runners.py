@@ -37,7 +37,7 @@ RUNNERS = {
     # The worker pool's address is added by the test.
     "portable-external": ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=EXTERNAL"],
 }
-# Worker processes each runner runs user code in, on this machine.
+# Workers each runner runs user code in side by side on this machine.
 PROCESSES = {"direct": 1, "direct-multiprocess": 2, "portable-loopback": 1, "portable-external": 1}
 
 

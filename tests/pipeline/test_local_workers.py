@@ -1,8 +1,10 @@
-"""A local run keeps every core busy: as many worker threads as it has splits to annotate side by side, up to
-the cores, with the cores divided between them as torch threads; a user's own runner flags win."""
+"""A local run keeps every core busy: workers x torch threads = cores. On a CPU one worker runs every core;
+on a GPU two worker threads (never more than the run has splits) overlap one's host work with the other's
+device work; a user's own runner flags win."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 
 import pytest
@@ -16,7 +18,6 @@ from pipeline.plan import prepare
 
 @pytest.fixture
 def plan_for(models_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(runs, "cpu_cores", lambda: 4)
     monkeypatch.setattr("transforms.devices.cpu_cores", lambda: 4)
 
     def make(files: dict[str, bytes], **input_settings):
@@ -43,24 +44,29 @@ def workers_and_threads(plan, flags=()):
     return workers, handler.runtime.threads(), options.view_as(DirectOptions).direct_running_mode
 
 
-def test_many_shards_one_worker_thread_per_core(plan_for):
-    plan = plan_for({f"{i}.txt": b"hello\n" for i in range(8)})
-    assert workers_and_threads(plan) == (4, 1, "multi_threading")
+def test_on_a_cpu_one_worker_runs_every_core(plan_for):
+    assert workers_and_threads(plan_for({f"{i}.txt": b"hello\n" for i in range(8)})) == (1, 4, "in_memory")
+    assert workers_and_threads(plan_for({"a.txt": b"hello\n"})) == (1, 4, "in_memory")
 
 
-def test_one_shard_one_worker_on_every_core(plan_for):
-    plan = plan_for({"a.txt": b"hello\n"})
-    assert workers_and_threads(plan) == (1, 4, "in_memory")
+def test_on_a_gpu_two_worker_threads_when_there_are_two_splits(plan_for):
+    def on_gpu(plan):
+        for group in plan.groups:
+            for handler in group.handlers:
+                handler.runtime = dataclasses.replace(handler.runtime, planned_device="cuda")
+        return plan
 
-
-def test_a_large_shard_counts_as_its_splits(plan_for):
-    big = b"hello there\n" * 30_000  # about 350 KB: four splits of 0.1 MiB, read side by side
-    assert workers_and_threads(plan_for({"a.txt": big}, split_mb=0.1))[:2] == (4, 1)
-    compressed = gzip.compress(big)  # read whole
-    assert workers_and_threads(plan_for({"b.txt.gz": compressed}, split_mb=0.001, format="text"))[:2] == (
-        1,
-        4,
+    assert workers_and_threads(on_gpu(plan_for({f"{i}.txt": b"hello\n" for i in range(8)}))) == (
+        2,
+        2,
+        "multi_threading",
     )
+    assert workers_and_threads(on_gpu(plan_for({"a.txt": b"hello\n"})))[:2] == (1, 4)
+    big = b"hello there\n" * 30_000  # about 350 KB: four splits of 0.1 MiB
+    assert workers_and_threads(on_gpu(plan_for({"a.txt": big}, split_mb=0.1)))[:2] == (2, 2)
+    compressed = gzip.compress(big)  # read whole: one split
+    plan = on_gpu(plan_for({"b.txt.gz": compressed}, split_mb=0.001, format="text"))
+    assert workers_and_threads(plan)[:2] == (1, 4)
 
 
 def test_the_users_runner_flags_win(plan_for):

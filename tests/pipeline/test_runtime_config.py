@@ -56,7 +56,7 @@ def test_torch_threads_are_configurable():
     [
         ([], 1),
         (["--direct_running_mode=multi_processing", "--direct_num_workers=2"], 2),
-        (["--direct_running_mode=multi_threading", "--direct_num_workers=4"], 1),
+        (["--direct_running_mode=multi_threading", "--direct_num_workers=4"], 4),
         (["--sdk_worker_parallelism=3"], 3),
         (["--sdk_worker_parallelism=0"], 1),
     ],
