@@ -6,8 +6,8 @@ peak of the resident sets of its whole process tree, sampled every 0.1 s:
   ner, default settings, on a quarter of the corpus and on all of it in 8 shards: documents/s, peak memory
   of each (the path's memory must not grow with the corpus), when the first shard was committed (from its
   manifest entry's file time) and how steadily documents finished (the run summary's throughput series);
-  the whole corpus again with 1 worker (2 torch threads) and with 2 worker processes of 1 torch thread
-  each, to compare with the default (one worker thread per core); and ``transformers.pipeline``
+  the whole corpus again with one worker asked for by flag (the default: a check on the run-to-run
+  noise) and with 2 worker processes of 1 torch thread each; and ``transformers.pipeline``
   with the same models, classify then ner, on the quarter (inference loops only, to its advantage);
 - the host path's ceiling: the same step that reads, tokenizes, batches, post-processes and writes Parquet,
   in one process, with a model whose forward costs nothing (it returns logits of the right shape from a
