@@ -1,25 +1,22 @@
 """Tokenizing once per document and cutting micro-batches by a token budget.
 
-A worker buffers up to ``sort_window`` documents, tokenizes them in one call of the fast tokenizer (without
-special tokens, with character offsets), sorts them by length and cuts batches of a few model calls' worth
-of tokens. Each task then builds its own model inputs (rows: windows framed by special tokens) from the same
-token ids, so several tasks with one tokenizer tokenize once, and runs them in calls cut by
-``plan_slices``: padded only to each call's longest row, under the ``max_tokens`` budget."""
+A chunk of ``sort_window`` documents is tokenized in one call of the Rust tokenizer (without special tokens,
+with character offsets), sorted by length and cut into batches of a few model calls' worth of tokens (see
+``transforms/annotate.py``). Each task then builds its own model inputs (rows: windows framed by special
+tokens) from the same token ids, so several tasks with one tokenizer tokenize once, and runs them in calls
+cut by ``plan_slices``: padded only to each call's longest row, under the ``max_tokens`` budget."""
 
 from __future__ import annotations
 
 import collections
 import dataclasses
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from transforms.schema import Annotated, Failure
-
-# A task's batching cost for a document of n tokens: (rows it feeds the model, padded length of each row).
-CostFn = Callable[[int], tuple[int, int]]
 
 # With ``batching.max_tokens: auto``, the most padded tokens one model call takes, per kind of device, for a
 # model as wide as DistilBERT-base (768): on a CPU, matrix multiplies at its shapes are near their peak from

@@ -59,13 +59,6 @@ class Profile:
         return cls(**dict(data))
 
 
-def merge_profiles(profiles: Iterable[Profile]) -> Profile:
-    total = Profile()
-    for p in profiles:
-        total = total.merge(p)
-    return total
-
-
 def length_bucket(n_tokens: int) -> str:
     """Powers of two: '0', '1', '2-3', '4-7', ... so buckets from different shards add up exactly."""
     if n_tokens <= 0:

@@ -93,6 +93,16 @@ def rows(out: Path) -> list[tuple]:
     return _read_rows(data_files(out), ["source", "offset", "id"])
 
 
+def annotations(out: Path) -> list[tuple]:
+    """(source, offset, id, sentiment label, entity spans) of every written document, sorted."""
+    found = []
+    for path in data_files(out):
+        for r in pq.read_table(path).to_pylist():
+            spans = tuple((e["label"], e["start"], e["end"]) for e in r["entities"])
+            found.append((r["source"], r["offset"], r["id"], r["sentiment"]["label"], spans))
+    return sorted(found)
+
+
 def dead_rows(out: Path) -> list[tuple]:
     """(source, offset, stage) of every dead-letter row, sorted."""
     return _read_rows(error_files(out), ["source", "offset", "stage"])

@@ -52,16 +52,6 @@ def crash_config(models_dir, inputs, out, **output):
     return cfg
 
 
-def annotations(out) -> list[tuple]:
-    """(source, offset, id, label, entity spans) of every written document, read back with pyarrow."""
-    found = []
-    for path in h.data_files(out):
-        for r in pq.read_table(path).to_pylist():
-            spans = tuple((e["label"], e["start"], e["end"]) for e in r["entities"])
-            found.append((r["source"], r["offset"], r["id"], r["sentiment"]["label"], spans))
-    return sorted(found)
-
-
 def check_visible_state(out, crash: str) -> None:
     """What a reader sees after a crash: only complete files, no document twice, and every committed
     shard's files present with the counts its manifest entry records."""
@@ -85,7 +75,7 @@ def clean(models_dir, tmp_path_factory):
     started = time.monotonic()
     done = run_cli("run", "--config", str(cfg))
     assert done.returncode == 0, done.stderr
-    assert len(annotations(out)) == SHARDS * DOCS and len(h.dead_rows(out)) == SHARDS
+    assert len(h.annotations(out)) == SHARDS * DOCS and len(h.dead_rows(out)) == SHARDS
     return inputs, out, time.monotonic() - started
 
 
@@ -93,7 +83,7 @@ def test_killed_runs_resume_to_exactly_the_documents_of_a_clean_run(
     models_dir, write_config, tmp_path, clean
 ):
     inputs, clean_out, _ = clean
-    expected = annotations(clean_out)
+    expected = h.annotations(clean_out)
     out = tmp_path / "out"
     cfg = write_config(crash_config(models_dir, inputs, out))
     for point, commits in CHAIN:
@@ -121,7 +111,7 @@ def test_a_kill_at_a_random_moment_resumes_to_the_documents_of_a_clean_run(
     models_dir, write_config, tmp_path, clean
 ):
     inputs, clean_out, clean_seconds = clean
-    expected = annotations(clean_out)
+    expected = h.annotations(clean_out)
     out = tmp_path / "out"
     cfg = write_config(crash_config(models_dir, inputs, out))
     rng = random.Random(7)
@@ -150,7 +140,7 @@ def test_a_kill_half_way_keeps_the_shards_committed_before_it(models_dir, write_
     committed three (a run that committed only at its end would have committed none), and the next run
     annotates the other three alone."""
     inputs, clean_out, _ = clean
-    expected = annotations(clean_out)
+    expected = h.annotations(clean_out)
     out = tmp_path / "out"
     cfg = write_config(crash_config(models_dir, inputs, out))
     per_shard = DOCS + 1  # annotated documents and the dead-lettered one
@@ -167,7 +157,7 @@ def test_a_kill_half_way_keeps_the_shards_committed_before_it(models_dir, write_
 
 
 def assert_same_as_clean(out, clean_out, expected) -> None:
-    assert annotations(out) == expected  # every document once, annotated as in the clean run
+    assert h.annotations(out) == expected  # every document once, annotated as in the clean run
     assert h.dead_rows(out) == h.dead_rows(clean_out)
     assert len(h.entries(out)) == SHARDS
     leftovers = [p.name for p in out.rglob("*") if p.name.endswith((".tmp", ".stale"))]

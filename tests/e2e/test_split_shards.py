@@ -29,15 +29,6 @@ def corpus(directory):
     (directory / "small.txt").write_text("Bob went to Berlin.\n")
 
 
-def annotated(out) -> list[tuple]:
-    found = []
-    for path in h.data_files(out):
-        for r in pq.read_table(path).to_pylist():
-            spans = tuple((e["label"], e["start"], e["end"]) for e in r["entities"])
-            found.append((r["source"], r["offset"], r["id"], r["sentiment"]["label"], spans))
-    return sorted(found)
-
-
 def test_split_shards_give_the_rows_of_whole_shards(models_dir, write_config, tmp_path):
     inputs = tmp_path / "in"
     corpus(inputs)
@@ -51,7 +42,7 @@ def test_split_shards_give_the_rows_of_whole_shards(models_dir, write_config, tm
     path = write_config(cfg, "split.yaml")
     done = run_cli("run", "--config", str(path))
     assert done.returncode == 0, done.stderr
-    assert annotated(out) == annotated(tmp_path / "whole")
+    assert h.annotations(out) == h.annotations(tmp_path / "whole")
     assert h.dead_rows(out) == h.dead_rows(tmp_path / "whole")
     entries = h.entries(out)
     for name in ("big.jsonl", "big.parquet"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from html.parser import HTMLParser
 
@@ -71,8 +72,10 @@ shard_rows = st.lists(
 @given(st.lists(shard_rows, min_size=1, max_size=5))
 def test_profiles_add_up_to_the_profile_of_all_rows(shards):
     tasks = ["sentiment", "entities"]
-    merged = report.merge_profiles(
-        report.profile_table(pa.Table.from_pylist(rows), [], tasks) for rows in shards
+    merged = functools.reduce(
+        report.Profile.merge,
+        (report.profile_table(pa.Table.from_pylist(rows), [], tasks) for rows in shards),
+        report.Profile(),
     )
     whole = report.profile_table(pa.Table.from_pylist([r for rows in shards for r in rows]), [], tasks)
     assert merged.to_json() == whole.to_json()

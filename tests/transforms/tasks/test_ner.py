@@ -228,7 +228,7 @@ def reference(documents, logits, body, stride, tokenizer, id2label, strategy):
                 tokenized, start, end, row_logits, tokenizer, id2label, word_aware, strategy
             )
         if len(spans) > 1:
-            entities = _merge_overlapping(entities)
+            entities = ner.merge_overlapping(entities)  # unchanged: the reference shares it
         text = tokenized.item.doc.text
         out.append(
             [
@@ -325,23 +325,3 @@ def _group(entities):
         }
         for group in groups
     ]
-
-
-def _merge_overlapping(entities):
-    if not entities:
-        return entities
-    entities = sorted(entities, key=lambda e: e["start"])
-    merged = []
-    previous = entities[0]
-    for entity in entities:
-        if previous["start"] <= entity["start"] < previous["end"]:
-            length, previous_length = entity["end"] - entity["start"], previous["end"] - previous["start"]
-            if length > previous_length or (
-                length == previous_length and entity["score"] > previous["score"]
-            ):
-                previous = entity
-        else:
-            merged.append(previous)
-            previous = entity
-    merged.append(previous)
-    return merged
