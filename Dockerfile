@@ -50,7 +50,7 @@ RUN pip install --no-cache-dir --no-deps . && pip check
 # Models baked in at build time land in the Hugging Face cache (HF_HOME), where the pipeline looks first.
 ARG MODELS=""
 RUN if [ -n "${MODELS}" ]; then \
-      MODELS="${MODELS}" python -c 'import os; from transforms.models import ModelRef, local_dir; [print(local_dir(ModelRef(m))) for m in os.environ["MODELS"].split()]'; \
+      MODELS="${MODELS}" python -c 'import os; from distilbeam.transforms.models import ModelRef, local_dir; [print(local_dir(ModelRef(m))) for m in os.environ["MODELS"].split()]'; \
     fi
 
 # Dataflow runs the SDK container as root (it mounts its working directories owned by root), so this stage

@@ -127,7 +127,7 @@ def make_corpus(n_docs: int, seed: int) -> list[str]:
 
 
 def read_corpus(path: Path, text_field: str) -> list[str]:
-    from transforms import storage
+    from distilbeam.transforms import storage
 
     texts = []
     with storage.open_input(str(path)) as stream:
@@ -165,7 +165,7 @@ def build_models(root: Path, size: str) -> dict[str, Path]:
     )
     from transformers.utils import logging as hf_logging
 
-    from pipeline.plan import RANDOM_WEIGHTS_KEY
+    from distilbeam.pipeline.plan import RANDOM_WEIGHTS_KEY
 
     hf_logging.disable_progress_bar()
     tokenizer = DistilBertTokenizer(vocab=str(vocabulary_path()), do_lower_case=True)
@@ -219,7 +219,7 @@ class ModelShape:
 def task_rows(n_tokens: Sequence[int], kind: str, max_length: int = 512) -> list[int]:
     """The real (non-padding) length of every model row distilbeam, transformers and Beam feed for these
     documents: classify truncates to the first window; ner reads long documents in overlapping windows."""
-    from transforms.batching import windows
+    from distilbeam.transforms.batching import windows
 
     body = max_length - 2
     stride = NER_STRIDE if kind == "ner" else None
@@ -309,7 +309,7 @@ def run_child(argv: list[str], log_path: Path, env: dict[str, str] | None = None
 def child_command(spec: dict[str, Any], work: Path, name: str) -> list[str]:
     spec_path = work / f"{name}.spec.json"
     spec_path.write_text(json.dumps(spec, default=str))
-    return [sys.executable, "-m", "pipeline.bench", "_child", str(spec_path)]
+    return [sys.executable, "-m", "distilbeam.pipeline.bench", "_child", str(spec_path)]
 
 
 # -- (a) transformers.pipeline, in a child process -----------------------------------------------------------
@@ -507,7 +507,7 @@ def int8_trained_encoder(texts: Sequence[str], threads: int) -> dict[str, Any]:
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from transforms.tasks.base import quantize_int8
+    from distilbeam.transforms.tasks.base import quantize_int8
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(threads)
@@ -547,7 +547,7 @@ def main(args: argparse.Namespace) -> int:
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="distilbeam-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     if args.scale:
-        from pipeline import bench_scale
+        from distilbeam.pipeline import bench_scale
 
         try:
             report = {"machine": _machine("cpu", 0, os.getloadavg()), **bench_scale.main(args, work)}
@@ -572,7 +572,7 @@ def main(args: argparse.Namespace) -> int:
 def run_benchmark(args: argparse.Namespace, work: Path, skip: set[str]) -> dict[str, Any]:
     import torch
 
-    from transforms.tasks.base import Runtime
+    from distilbeam.transforms.tasks.base import Runtime
 
     runtime = Runtime(device=args.device)
     device = runtime.resolve_device()
@@ -603,7 +603,7 @@ def run_benchmark(args: argparse.Namespace, work: Path, skip: set[str]) -> dict[
     flops = {kind: sum(shape.row_flops(n) for n in rows[kind]) for kind in rows}
 
     say(f"measuring the matmul ceiling on {device}")
-    from transforms.batching import resolve_max_tokens
+    from distilbeam.transforms.batching import resolve_max_tokens
 
     ceiling_rows = resolve_max_tokens("auto", device)
     ceiling_seconds = 1.0 if args.model_size == "base" else 0.05
@@ -617,7 +617,7 @@ def run_benchmark(args: argparse.Namespace, work: Path, skip: set[str]) -> dict[
         say(f"(c) distilbeam run: {tasks}, {precision}, {n_docs} documents")
         config = distilbeam_config(work, name, docs_path, models, tasks, precision, args.device)
         metrics_path = work / f"{name}.metrics.json"
-        command = [sys.executable, "-m", "pipeline.cli", "run", "--config", str(config), "--force"]
+        command = [sys.executable, "-m", "distilbeam.pipeline.cli", "run", "--config", str(config), "--force"]
         child = run_child([*command, "--metrics", str(metrics_path)], work / f"{name}.log")
         result = _child_summary(child, n_docs, child.wall_s)
         if child.returncode == 0:
@@ -1074,7 +1074,7 @@ def _pct(value: float | None) -> str:
 def _child_main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     if spec["what"] == "host":
-        from pipeline.bench_scale import child_host
+        from distilbeam.pipeline.bench_scale import child_host
 
         result = child_host(spec)
     else:

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline import bench
+from distilbeam.pipeline import bench
 
 SCALE_DOCS = 58_144
 SHARDS = 8
@@ -159,7 +159,7 @@ def stream_run(work: Path, name: str, shards: Path, models: Path, beam_flags: li
     }
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
-    command = [sys.executable, "-m", "pipeline.cli", "run", "--config", str(path), *beam_flags]
+    command = [sys.executable, "-m", "distilbeam.pipeline.cli", "run", "--config", str(path), *beam_flags]
     result = run_watched(command, work / f"{name}.log")
     started = result.pop("started")
     if result["returncode"] != 0:
@@ -233,13 +233,13 @@ def child_host(spec: dict[str, Any]) -> dict[str, Any]:
     ``NullModel``: documents per second of everything but the model."""
     import tempfile
 
-    from pipeline import runs
-    from pipeline.config import from_dict
-    from pipeline.plan import prepare, read_settings
-    from transforms.annotate import AnnotateSplitFn
-    from transforms.read import Split
-    from transforms.tasks.base import TaskHandler
-    from transforms.write import WriteSettings
+    from distilbeam.pipeline import runs
+    from distilbeam.pipeline.config import from_dict
+    from distilbeam.pipeline.plan import prepare, read_settings
+    from distilbeam.transforms.annotate import AnnotateSplitFn
+    from distilbeam.transforms.read import Split
+    from distilbeam.transforms.tasks.base import TaskHandler
+    from distilbeam.transforms.write import WriteSettings
 
     load = TaskHandler.load_model
 
@@ -300,8 +300,8 @@ def host_run(
 
 # -- the benchmark -------------------------------------------------------------------------------------------
 def main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from pipeline.demo import write_demo_models
-    from transforms.tasks.base import Runtime
+    from distilbeam.pipeline.demo import write_demo_models
+    from distilbeam.transforms.tasks.base import Runtime
 
     say = bench._progress()
     threads = Runtime().threads()
@@ -349,7 +349,7 @@ def main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     base_corpus = bench.write_jsonl(work / "base.jsonl", texts[:BASE_DOCS])
     config = bench.distilbeam_config(work, "base_classify", base_corpus, base, "classify", "auto", "cpu")
     metrics = work / "base_classify.metrics.json"
-    command = [sys.executable, "-m", "pipeline.cli", "run", "--config", str(config), "--force"]
+    command = [sys.executable, "-m", "distilbeam.pipeline.cli", "run", "--config", str(config), "--force"]
     say("distilbeam run: base classify")
     runs["base_distilbeam"] = run_watched([*command, "--metrics", str(metrics)], work / "base_classify.log")
     runs["base_distilbeam"].pop("started")

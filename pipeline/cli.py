@@ -18,12 +18,12 @@ import sys
 import traceback
 from pathlib import Path
 
-from pipeline import bench, config, metrics, runs
-from pipeline.options import pipeline_options, worker_processes
-from transforms import SetupError, state, storage
-from transforms.devices import cpu_cores
-from transforms.report import REPORT_HTML, REPORT_MD
-from transforms.write import ERRORS_DIR, SUMMARY_FILE
+from distilbeam.pipeline import bench, config, metrics, runs
+from distilbeam.pipeline.options import pipeline_options, worker_processes
+from distilbeam.transforms import SetupError, state, storage
+from distilbeam.transforms.devices import cpu_cores
+from distilbeam.transforms.report import REPORT_HTML, REPORT_MD
+from distilbeam.transforms.write import ERRORS_DIR, SUMMARY_FILE
 
 log = logging.getLogger("distilbeam")
 
@@ -90,7 +90,7 @@ def run(
     full_refresh: bool = False,
     metrics_path: str | None = None,
 ) -> int:
-    from pipeline import runners
+    from distilbeam.pipeline import runners
 
     cfg = config.load(config_path, overrides)
     options = pipeline_options(cfg.beam, beam_argv)
@@ -117,9 +117,9 @@ def _launch(
 ) -> int:
     import apache_beam as beam
 
-    from pipeline import runners
-    from pipeline.graph import build
-    from pipeline.plan import prepare
+    from distilbeam.pipeline import runners
+    from distilbeam.pipeline.graph import build
+    from distilbeam.pipeline.plan import prepare
 
     if not dry_run:
         prepare_output(cfg.output.path, cfg.output.storage_options, force, cfg.output.mode)
@@ -280,7 +280,7 @@ def _only_lock(fs, entry: str) -> bool:
 
 
 def demo_models(directory: Path) -> int:
-    from pipeline.demo import write_demo_models
+    from distilbeam.pipeline.demo import write_demo_models
 
     written = write_demo_models(directory)
     for name, path in written.items():
@@ -296,8 +296,7 @@ def _span(low: int | None, high: int | None) -> str:
 
 def _configure_logging() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("distilbeam", "pipeline", "transforms"):
-        logging.getLogger(name).setLevel(logging.INFO)
+    logging.getLogger("distilbeam").setLevel(logging.INFO)
 
 
 if __name__ == "__main__":

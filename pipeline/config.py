@@ -18,8 +18,8 @@ from typing import Any, Literal
 import yaml
 from fsspec.utils import glob_translate
 
-from transforms import SetupError
-from transforms.tasks import TASK_KINDS, TaskSettings
+from distilbeam.transforms import SetupError
+from distilbeam.transforms.tasks import TASK_KINDS, TaskSettings
 
 
 class ConfigError(SetupError):
@@ -187,7 +187,7 @@ def from_dict(data: Mapping[str, Any]) -> Config:
 def check_output_outside_inputs(patterns: tuple[str, ...], output: str) -> None:
     """Refuses an output path whose files an input glob matches: the next run would read this run's
     outputs as its input."""
-    from transforms.write import ERRORS_DIR, SUMMARY_FILE, shard_file_name
+    from distilbeam.transforms.write import ERRORS_DIR, SUMMARY_FILE, shard_file_name
 
     out = _normalized(output).rstrip("/")
     part = shard_file_name("")

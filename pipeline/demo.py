@@ -8,7 +8,7 @@ import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from pipeline.plan import RANDOM_WEIGHTS_KEY
+from distilbeam.pipeline.plan import RANDOM_WEIGHTS_KEY
 
 SENTIMENT_LABELS = ("NEGATIVE", "POSITIVE")
 NER_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")

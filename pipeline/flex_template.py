@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from transforms import SetupError, storage
+from distilbeam.transforms import SetupError, storage
 
 # The parameters metadata.json declares; each is a flag of this entry point.
 PARAMETERS = ("config", "input_paths", "output_path", "overrides", "force")
@@ -75,7 +75,7 @@ def local_config(uri: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline import cli
+    from distilbeam.pipeline import cli
 
     try:
         args = cli_args(sys.argv[1:] if argv is None else argv)

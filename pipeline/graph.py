@@ -8,11 +8,11 @@ import os
 
 import apache_beam as beam
 
-from pipeline.plan import Plan, read_settings
-from transforms import storage
-from transforms.annotate import AnnotateSplits
-from transforms.read import Shard, Split, SplitShardFn
-from transforms.write import WriteRunReport, WriteSettings
+from distilbeam.pipeline.plan import Plan, read_settings
+from distilbeam.transforms import storage
+from distilbeam.transforms.annotate import AnnotateSplits
+from distilbeam.transforms.read import Shard, Split, SplitShardFn
+from distilbeam.transforms.write import WriteRunReport, WriteSettings
 
 
 def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:

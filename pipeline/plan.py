@@ -14,15 +14,15 @@ from typing import Any
 import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import __version__, runners
-from pipeline.config import Config, ConfigError, drop_storage_options
-from transforms import SetupError, models
-from transforms.annotate import TaskGroup
-from transforms.read import ReadSettings, Shard, find_shards
-from transforms.schema import output_schema
-from transforms.state import RunSettings
-from transforms.tasks import TASK_KINDS, Runtime, TaskHandler
-from transforms.tasks.base import resolve_max_length
+from distilbeam.pipeline import __version__, runners
+from distilbeam.pipeline.config import Config, ConfigError, drop_storage_options
+from distilbeam.transforms import SetupError, models
+from distilbeam.transforms.annotate import TaskGroup
+from distilbeam.transforms.read import ReadSettings, Shard, find_shards
+from distilbeam.transforms.schema import output_schema
+from distilbeam.transforms.state import RunSettings
+from distilbeam.transforms.tasks import TASK_KINDS, Runtime, TaskHandler
+from distilbeam.transforms.tasks.base import resolve_max_length
 
 RANDOM_WEIGHTS_KEY = "distilbeam_random_weights"  # set in config.json by `distilbeam demo-models`
 

@@ -16,11 +16,11 @@ from apache_beam.options.pipeline_options import (
     TestOptions,
 )
 
-from pipeline.config import Config, ConfigError
-from pipeline.options import pipeline_options, runner_name
-from transforms import storage
-from transforms.batching import device_kind
-from transforms.models import ModelRef
+from distilbeam.pipeline.config import Config, ConfigError
+from distilbeam.pipeline.options import pipeline_options, runner_name
+from distilbeam.transforms import storage
+from distilbeam.transforms.batching import device_kind
+from distilbeam.transforms.models import ModelRef
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def is_dry_run(options: PipelineOptions) -> bool:
 def planned_device(cfg: Config, options: PipelineOptions | None = None) -> str:
     """The kind of device (cpu or cuda) the workers will run the models on, decided when the job is
     launched: it goes into the annotation hash with the precision it implies, and each worker refuses to
-    load a model on another (``transforms.devices.check_device``). ``runtime.device: auto`` is the GPU
+    load a model on another (``devices.check_device``). ``runtime.device: auto`` is the GPU
     where one will be there: on Dataflow, when the job asks for one (``worker_accelerator`` in
     ``dataflow_service_options``); elsewhere (the DirectRunner, portable runners, Flink) where the
     launching machine's torch can use one, as the workers are taken to be machines like it. int8 runs on

@@ -20,13 +20,13 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, PortableOptions
 
-from pipeline.config import Config
-from pipeline.options import given, runner_name, worker_processes
-from pipeline.plan import Plan
-from transforms import report, state, storage
-from transforms.progress import ProgressLine
-from transforms.schema import ShardStats
-from transforms.write import run_summary
+from distilbeam.pipeline.config import Config
+from distilbeam.pipeline.options import given, runner_name, worker_processes
+from distilbeam.pipeline.plan import Plan
+from distilbeam.transforms import report, state, storage
+from distilbeam.transforms.progress import ProgressLine
+from distilbeam.transforms.schema import ShardStats
+from distilbeam.transforms.write import run_summary
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import demo
+from distilbeam.pipeline import demo
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,7 +71,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     """Runs ``distilbeam`` from this source tree in a child process, as a user would."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "distilbeam.pipeline.cli", *args],
         cwd=cwd or REPO,
         env=full_env,
         capture_output=True,

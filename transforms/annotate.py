@@ -25,14 +25,14 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 
-from transforms import models
-from transforms.batching import CALLS_PER_BATCH, Batch, plan_batches, tokenize
-from transforms.progress import ProgressFile
-from transforms.read import ReadSettings, Split, read_split
-from transforms.schema import Annotated, Document, Failure
-from transforms.state import crash_point
-from transforms.tasks.base import TaskHandler
-from transforms.write import SplitResult, SplitWriter, WriteSettings
+from distilbeam.transforms import models
+from distilbeam.transforms.batching import CALLS_PER_BATCH, Batch, plan_batches, tokenize
+from distilbeam.transforms.progress import ProgressFile
+from distilbeam.transforms.read import ReadSettings, Split, read_split
+from distilbeam.transforms.schema import Annotated, Document, Failure
+from distilbeam.transforms.state import crash_point
+from distilbeam.transforms.tasks.base import TaskHandler
+from distilbeam.transforms.write import SplitResult, SplitWriter, WriteSettings
 
 LOAD_METRIC = "load_model_latency_milli_secs"  # as Beam's RunInference names it, per handler namespace
 

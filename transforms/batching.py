@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from transforms.schema import Annotated, Failure
+from distilbeam.transforms.schema import Annotated, Failure
 
 # With ``batching.max_tokens: auto``, the most padded tokens one model call takes, per kind of device, for a
 # model as wide as DistilBERT-base (768): on a CPU, matrix multiplies at its shapes are near their peak from

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from transforms.batching import device_kind
+from distilbeam.transforms.batching import device_kind
 
 # Phrases of torch's RuntimeErrors that leave a CUDA context unusable (a device-side assert, an illegal
 # address): every later call on that device fails too. Builds of torch without ``torch.AcceleratorError``

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from transforms import SetupError, storage
+from distilbeam.transforms import SetupError, storage
 
 log = logging.getLogger(__name__)
 

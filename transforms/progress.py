@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping
 from typing import IO
 
-from transforms.report import clock
+from distilbeam.transforms.report import clock
 
 log = logging.getLogger(__name__)
 WRITE_EVERY_SECONDS = 0.5

@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from transforms import SetupError, storage
-from transforms.schema import RAW_LIMIT, SURROGATES, Document, Failure
+from distilbeam.transforms import SetupError, storage
+from distilbeam.transforms.schema import RAW_LIMIT, SURROGATES, Document, Failure
 
 FORMATS = {".txt": "text", ".text": "text", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 FORMATS |= {".parquet": "parquet", ".pq": "parquet"}

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.schema import Failure
+from distilbeam.transforms.schema import Failure
 
 TOP_ENTITIES_KEPT = 200  # per task, per shard and after merging: the top list is exact below this many
 TOP_ENTITIES_SHOWN = 20
@@ -604,8 +604,8 @@ def write_run_record(
     """``_state/runs/<run id>/`` gets the run's summary.json, report.md and report.html; with ``latest``
     (a run that changed the output) the output's top-level _REPORT.md, _REPORT.html and, last,
     _SUMMARY.json are replaced too, so a reader who sees the new summary sees the new report."""
-    from transforms import storage
-    from transforms.state import RUNS_DIR, state_uri
+    from distilbeam.transforms import storage
+    from distilbeam.transforms.state import RUNS_DIR, state_uri
 
     text = json.dumps(summary, indent=2) + "\n"
     md, page = render_markdown(summary), render_html(summary)

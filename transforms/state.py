@@ -29,7 +29,7 @@ from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
 
-from transforms import SetupError, storage
+from distilbeam.transforms import SetupError, storage
 
 log = logging.getLogger(__name__)
 

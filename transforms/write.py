@@ -29,9 +29,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from transforms import report, state, storage
-from transforms.read import Split
-from transforms.schema import (
+from distilbeam.transforms import report, state, storage
+from distilbeam.transforms.read import Split
+from distilbeam.transforms.schema import (
     DEAD_LETTER_SCHEMA,
     Annotated,
     Failure,
@@ -351,7 +351,7 @@ def finished(timeline: dict[int, int], n: int, started: float | None, now: float
 
 
 def _with_duplicate_warning(table: pa.Table, duplicated: set[str]) -> pa.Table:
-    from transforms.schema import WARNINGS
+    from distilbeam.transforms.schema import WARNINGS
 
     ids = table.column("id").to_pylist()
     warnings = table.column("warnings").to_pylist()

@@ -3,7 +3,7 @@
 
 import sys
 
-from pipeline.flex_template import main
+from distilbeam.pipeline.flex_template import main
 
 if __name__ == "__main__":
     sys.exit(main())

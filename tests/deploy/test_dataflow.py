@@ -15,13 +15,13 @@ import pytest
 from apache_beam.options.pipeline_options import DebugOptions, GoogleCloudOptions, WorkerOptions
 from apache_beam.runners.dataflow.internal import apiclient
 
-from pipeline import config, flex_template, runners, runs
-from pipeline.graph import build
-from pipeline.options import pipeline_options, worker_processes
-from pipeline.plan import prepare
+from distilbeam.pipeline import config, flex_template, runners, runs
+from distilbeam.pipeline.graph import build
+from distilbeam.pipeline.options import pipeline_options, worker_processes
+from distilbeam.pipeline.plan import prepare
+from distilbeam.transforms import state
 from tests.conftest import REPO, write_jsonl
 from tests.deploy.test_container import arg_default
-from transforms import state
 
 CONFIG = REPO / "configs" / "dataflow-gpu.yaml"
 METADATA = REPO / "configs" / "flex-template" / "metadata.json"
@@ -179,7 +179,7 @@ def test_dataflow_refuses_local_inputs_and_outputs_unless_dry_run(local_inputs, 
     live = pipeline_options(cfg.beam, [])
     with pytest.raises(config.ConfigError, match="workers cannot read or write this machine's disk"):
         runners.check_paths(cfg, live)
-    with caplog.at_level(logging.WARNING, logger="pipeline.runners"):
+    with caplog.at_level(logging.WARNING, logger="distilbeam.pipeline.runners"):
         runners.check_paths(cfg, pipeline_options(cfg.beam, DRY_RUN))
     assert "dry run" in caplog.text
     assert "tasks.sentiment.model" in caplog.text  # a local model must be baked into the image

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import FlinkRunnerOptions, PortableOptions, StandardOptions
 
-from pipeline import config
-from pipeline.options import pipeline_options, worker_processes
+from distilbeam.pipeline import config
+from distilbeam.pipeline.options import pipeline_options, worker_processes
+from distilbeam.transforms import storage
 from tests.conftest import REPO
-from transforms import storage
 
 CONFIG = REPO / "configs" / "flink.yaml"
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline import demo
+from distilbeam.pipeline import demo
 from tests.conftest import REPO, run_cli
 
 CONFIG = REPO / "configs" / "all-tasks.yaml"

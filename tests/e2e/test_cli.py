@@ -16,14 +16,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import __version__, config
-from pipeline.plan import resolve_task
+from distilbeam.pipeline import __version__, config
+from distilbeam.pipeline.plan import resolve_task
+from distilbeam.transforms.batching import Batch, tokenize
+from distilbeam.transforms.read import derived_id
+from distilbeam.transforms.schema import Annotated, Document
+from distilbeam.transforms.tasks import Runtime
 from tests.conftest import REPO, run_cli, write_jsonl
 from tests.transforms.test_write import CLASSIFY, NER
-from transforms.batching import Batch, tokenize
-from transforms.read import derived_id
-from transforms.schema import Annotated, Document
-from transforms.tasks import Runtime
 
 # (shard name, records): a record is (id or None for a derived one, text) or ("FAIL", stage) for a record
 # that must land in the dead letter.

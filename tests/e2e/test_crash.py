@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from distilbeam.transforms import state
 from tests.conftest import REPO, run_cli
 from tests.e2e import helpers as h
-from transforms import state
 
 SHARDS, DOCS = 6, 3
 # Each run is killed at one point, then the next run (the same command) resumes, until the last finishes.
@@ -117,7 +117,7 @@ def test_a_kill_at_a_random_moment_resumes_to_the_documents_of_a_clean_run(
     rng = random.Random(7)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", "--config", str(cfg)],
+        [sys.executable, "-m", "distilbeam.pipeline.cli", "run", "--config", str(cfg)],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from distilbeam.transforms.read import derived_id
 from tests.conftest import run_cli
-from transforms.read import derived_id
 
 SECRET = "hunter2-5f1c9a7e-do-not-log"  # in storage_options: must appear in no output, log or message
 SECRET_ON_COMMAND_LINE = "s3cr3t-9b2e-from-the-command-line"

@@ -143,7 +143,7 @@ def test_a_run_refuses_an_output_another_run_holds_until_that_run_dies(models_di
 
 HOLD_LOCK = """
 import sys, time
-import transforms.state as state
+import distilbeam.transforms.state as state
 state.OutputLock(sys.argv[1], {}, "20260101T000000Z-other").acquire()
 print("locked", flush=True)
 time.sleep(600)
@@ -151,7 +151,7 @@ time.sleep(600)
 
 
 def test_output_folders_holding_other_files_are_refused(models_dir, write_config, tmp_path, capsys):
-    from pipeline import cli
+    from distilbeam.pipeline import cli
 
     inputs, out = tmp_path / "in", tmp_path / "out"
     h.corpus(inputs, shards=1)
@@ -170,7 +170,7 @@ def test_with_nothing_new_a_remote_runner_still_gets_a_job_that_leaves_the_outpu
 ):
     """A Flex Template launch expects a job even on a night with nothing new: on a runner that is not local
     the (empty) pipeline runs, records the run, and leaves the output's files as they were."""
-    from pipeline import cli, runs
+    from distilbeam.pipeline import cli, runs
 
     inputs, out = tmp_path / "in", tmp_path / "out"
     h.corpus(inputs, shards=1)

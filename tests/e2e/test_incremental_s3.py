@@ -8,8 +8,8 @@ import json
 import pytest
 import yaml
 
+from distilbeam.transforms import state
 from tests.conftest import run_cli
-from transforms import state
 
 
 @pytest.fixture

@@ -19,11 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from pipeline import demo
+from distilbeam.pipeline import demo
+from distilbeam.transforms.read import derived_id
+from distilbeam.transforms.storage import WRITE_CHECK_PREFIX
 from tests.conftest import run_cli
 from tests.object_stores import FaultProxy
-from transforms.read import derived_id
-from transforms.storage import WRITE_CHECK_PREFIX
 
 MAX_CHARS = 2000
 

@@ -9,9 +9,9 @@ import signal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distilbeam.transforms import state
 from tests.conftest import run_cli, write_jsonl
 from tests.e2e import helpers as h
-from transforms import state
 
 SPLIT_MB = 0.002  # about 2 KB: the shards below are read in several splits
 

@@ -9,7 +9,7 @@ import sys
 import torch
 from transformers import DistilBertConfig
 
-from pipeline import bench_scale
+from distilbeam.pipeline import bench_scale
 
 
 def test_null_model_returns_logits_of_the_shape_a_model_would():

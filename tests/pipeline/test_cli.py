@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import shutil
 
-from pipeline import cli
+from distilbeam.pipeline import cli
+from distilbeam.transforms import SetupError
 from tests.conftest import REPO
-from transforms import SetupError
 
 
 def test_multi_line_setup_error_is_printed_on_one_line(monkeypatch, capsys):

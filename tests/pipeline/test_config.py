@@ -8,11 +8,11 @@ import re
 import pytest
 import yaml
 
-from pipeline import config
-from pipeline.config import ConfigError, from_dict, load
+from distilbeam.pipeline import config
+from distilbeam.pipeline.config import ConfigError, from_dict, load
+from distilbeam.transforms import SetupError
+from distilbeam.transforms.tasks import classify, ner
 from tests.conftest import REPO
-from transforms import SetupError
-from transforms.tasks import classify, ner
 
 
 def minimal(**extra) -> dict:

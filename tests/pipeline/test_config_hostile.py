@@ -10,8 +10,8 @@ import shutil
 import pytest
 import yaml
 
-from pipeline import cli, config
-from transforms.tasks import TASK_KINDS
+from distilbeam.pipeline import cli, config
+from distilbeam.transforms.tasks import TASK_KINDS
 
 KINDS = ", ".join(TASK_KINDS)  # classify, ner, qa, embed
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from pipeline import demo
-from transforms import models
+from distilbeam.pipeline import demo
+from distilbeam.transforms import models
 
 
 def test_demo_tokenizer_knows_its_corpus(models_dir):

@@ -8,12 +8,12 @@ import re
 import apache_beam as beam
 from apache_beam.runners import pipeline_context
 
-from pipeline import runs
-from pipeline.config import from_dict
-from pipeline.graph import build
-from pipeline.plan import prepare
-from transforms.read import ShardCoder, SplitCoder
-from transforms.write import SplitResultCoder
+from distilbeam.pipeline import runs
+from distilbeam.pipeline.config import from_dict
+from distilbeam.pipeline.graph import build
+from distilbeam.pipeline.plan import prepare
+from distilbeam.transforms.read import ShardCoder, SplitCoder
+from distilbeam.transforms.write import SplitResultCoder
 
 
 def test_only_shards_splits_and_results_cross_stages_each_with_its_own_coder(models_dir, tmp_path):

@@ -10,15 +10,15 @@ import gzip
 import pytest
 from apache_beam.options.pipeline_options import DirectOptions
 
-from pipeline import runs
-from pipeline.config import from_dict
-from pipeline.options import pipeline_options
-from pipeline.plan import prepare
+from distilbeam.pipeline import runs
+from distilbeam.pipeline.config import from_dict
+from distilbeam.pipeline.options import pipeline_options
+from distilbeam.pipeline.plan import prepare
 
 
 @pytest.fixture
 def plan_for(models_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr("transforms.devices.cpu_cores", lambda: 4)
+    monkeypatch.setattr("distilbeam.transforms.devices.cpu_cores", lambda: 4)
 
     def make(files: dict[str, bytes], **input_settings):
         folder = tmp_path / f"in-{len(list(tmp_path.glob('in-*')))}"

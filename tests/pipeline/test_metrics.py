@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from pipeline import metrics
+from distilbeam.pipeline import metrics
 
 
 def entry(namespace, name, value):

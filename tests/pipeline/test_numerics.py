@@ -10,11 +10,11 @@ import json
 import pytest
 import torch
 
-from pipeline import config, runners
-from pipeline.options import pipeline_options
-from pipeline.plan import prepare
+from distilbeam.pipeline import config, runners
+from distilbeam.pipeline.options import pipeline_options
+from distilbeam.pipeline.plan import prepare
+from distilbeam.transforms import devices
 from tests.conftest import write_jsonl
-from transforms import devices
 
 ACCELERATOR = "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver:latest"
 

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from pipeline.options import ONE_PER_CORE, pipeline_options, worker_processes
-from transforms.tasks import Runtime
+from distilbeam.pipeline.options import ONE_PER_CORE, pipeline_options, worker_processes
+from distilbeam.transforms.tasks import Runtime
 
 CORES = len(os.sched_getaffinity(0))
 

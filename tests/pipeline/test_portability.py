@@ -17,11 +17,11 @@ import pytest
 from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
 
-from pipeline import config, runs
-from pipeline.graph import build, worker_path
-from pipeline.plan import prepare
+from distilbeam.pipeline import config, runs
+from distilbeam.pipeline.graph import build, worker_path
+from distilbeam.pipeline.plan import prepare
+from distilbeam.transforms import SetupError
 from tests.conftest import REPO, write_jsonl
-from transforms import SetupError
 
 # A pickled function or DoFn stays well under this; a pickled model (even the tiny test ones) does not.
 MAX_PICKLED_BYTES = 64 * 1024
@@ -140,8 +140,8 @@ def test_worker_without_a_local_model_says_what_to_do(launch_dir, tmp_path_facto
 
 
 def test_remote_models_are_left_for_workers_to_fetch():
-    from pipeline.plan import worker_settings
-    from transforms.tasks.classify import Settings
+    from distilbeam.pipeline.plan import worker_settings
+    from distilbeam.transforms.tasks.classify import Settings
 
     remote = Settings(model="gs://bucket/models/sst2")
     assert worker_settings(remote, None) is remote

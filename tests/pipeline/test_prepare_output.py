@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import cli, config
+from distilbeam.pipeline import cli, config
 
 OURS = [
     "part-0123456789abcdef.parquet",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import config
-from pipeline.plan import annotation_sha256
+from distilbeam.pipeline import config
+from distilbeam.pipeline.plan import annotation_sha256
 from tests.conftest import REPO
 
 BASE = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import ConfigError, from_dict
-from pipeline.options import pipeline_options, worker_processes
+from distilbeam.pipeline.config import ConfigError, from_dict
+from distilbeam.pipeline.options import pipeline_options, worker_processes
 
 
 def config(**sections):

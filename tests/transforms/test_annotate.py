@@ -11,13 +11,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.config import from_dict
-from pipeline.plan import prepare, read_settings
-from transforms.annotate import LoadedGroup, annotate_chunk, chunks, unbatch
-from transforms.batching import CALLS_PER_BATCH, Batch, tokenize
-from transforms.read import Split
-from transforms.schema import Annotated, Document, Failure
-from transforms.write import WriteSettings, shard_file_name
+from distilbeam.pipeline.config import from_dict
+from distilbeam.pipeline.plan import prepare, read_settings
+from distilbeam.transforms.annotate import LoadedGroup, annotate_chunk, chunks, unbatch
+from distilbeam.transforms.batching import CALLS_PER_BATCH, Batch, tokenize
+from distilbeam.transforms.read import Split
+from distilbeam.transforms.schema import Annotated, Document, Failure
+from distilbeam.transforms.write import WriteSettings, shard_file_name
 
 TEXTS = [
     "The hotel in Paris was lovely and the staff were very helpful.",
@@ -114,7 +114,7 @@ def test_annotate_chunk_equals_each_document_alone(models_dir, tmp_path_factory,
 def test_a_document_a_task_cannot_annotate_is_dead_lettered_and_its_neighbours_go_on(
     models_dir, tmp_path_factory, monkeypatch
 ):
-    from transforms import batching
+    from distilbeam.transforms import batching
 
     plan = make_plan(models_dir, tmp_path_factory, 4096)
     groups = loaded_groups(plan)
@@ -136,7 +136,7 @@ def test_a_document_a_task_cannot_annotate_is_dead_lettered_and_its_neighbours_g
 
 
 def test_unbatch_keeps_documents_in_their_batch_order_and_sends_failures_aside(models_dir):
-    from transforms import models
+    from distilbeam.transforms import models
 
     tokenizer = models.load_tokenizer(models_dir / "tokenizer")
     items = [
@@ -156,7 +156,7 @@ def test_unbatch_keeps_documents_in_their_batch_order_and_sends_failures_aside(m
 
 
 def test_annotate_splits_on_the_direct_runner_writes_each_split(models_dir, tmp_path_factory):
-    from transforms.annotate import AnnotateSplits
+    from distilbeam.transforms.annotate import AnnotateSplits
 
     plan = make_plan(models_dir, tmp_path_factory, 4096)
     expected = one_at_a_time(plan)
@@ -188,8 +188,8 @@ def test_memory_does_not_grow_with_the_shard(models_dir, tmp_path, monkeypatch):
     memory, as rows stream out in row groups and only a chunk of documents is held at a time."""
     import tracemalloc
 
-    from transforms import write
-    from transforms.annotate import AnnotateSplitFn
+    from distilbeam.transforms import write
+    from distilbeam.transforms.annotate import AnnotateSplitFn
 
     monkeypatch.setattr(write, "ROW_GROUP_ROWS", 64)
     cfg = from_dict(

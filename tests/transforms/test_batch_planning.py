@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.batching import (
+from distilbeam.transforms.batching import (
     AUTO_MAX_TOKENS,
     CALL_OVERHEAD_TOKENS,
     MAX_PADDING,
@@ -185,7 +185,7 @@ def gpu_batch(n: int = 11000, seed: int = 0) -> list[int]:
 
 
 def test_planning_a_gpu_batch_takes_steps_linear_in_its_rows(monkeypatch):
-    from transforms import batching
+    from distilbeam.transforms import batching
 
     lengths = gpu_batch()
     budget, overhead = AUTO_MAX_TOKENS["cuda"], CALL_OVERHEAD_TOKENS["cuda"]

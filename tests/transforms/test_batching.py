@@ -9,12 +9,12 @@ import random
 import numpy as np
 import pytest
 
-from pipeline.config import from_dict
-from pipeline.plan import resolve_task
-from transforms import models
-from transforms.batching import Batch, plan_batches, tokenize, windows
-from transforms.schema import Annotated, Document
-from transforms.tasks import Runtime
+from distilbeam.pipeline.config import from_dict
+from distilbeam.pipeline.plan import resolve_task
+from distilbeam.transforms import models
+from distilbeam.transforms.batching import Batch, plan_batches, tokenize, windows
+from distilbeam.transforms.schema import Annotated, Document
+from distilbeam.transforms.tasks import Runtime
 
 TEXTS = [
     "The hotel in Paris was lovely and the staff were very helpful.",
@@ -148,7 +148,7 @@ def test_tokenizing_gives_the_tokenizers_own_ids_and_offsets_untruncated(models_
 
 
 def test_tokenizer_failure_fails_only_its_document(models_dir, monkeypatch):
-    from transforms import batching
+    from distilbeam.transforms import batching
 
     real = models.load_tokenizer(models_dir / "tokenizer")
     rust = batching.encoder(real)

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms import read
-from transforms.read import ReadSettings, Shard, derived_id, read_shard, split_text
-from transforms.schema import Document, Failure
+from distilbeam.transforms import read
+from distilbeam.transforms.read import ReadSettings, Shard, derived_id, read_shard, split_text
+from distilbeam.transforms.schema import Document, Failure
 
 TEN_MB = 10 * 1024 * 1024
 

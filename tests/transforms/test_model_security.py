@@ -15,11 +15,11 @@ import fsspec
 import pytest
 import transformers
 
-from pipeline.config import ConfigError, from_dict
-from pipeline.plan import resolve_task
+from distilbeam.pipeline.config import ConfigError, from_dict
+from distilbeam.pipeline.plan import resolve_task
+from distilbeam.transforms import SetupError, models
+from distilbeam.transforms.tasks import Runtime
 from tests.conftest import REPO
-from transforms import SetupError, models
-from transforms.tasks import Runtime
 
 
 class _Payload:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, from_dict
-from pipeline.plan import resolve_task
-from transforms import SetupError, models, storage
-from transforms.tasks import Runtime
+from distilbeam.pipeline.config import ConfigError, from_dict
+from distilbeam.pipeline.plan import resolve_task
+from distilbeam.transforms import SetupError, models, storage
+from distilbeam.transforms.tasks import Runtime
 
 
 def remote_model(store, models_dir: Path, name: str = "classifier") -> tuple[str, str]:

@@ -10,12 +10,12 @@ import pytest
 import torch
 import transformers
 
-from pipeline.config import from_dict
-from pipeline.plan import resolve_task
-from transforms import devices, models
-from transforms.batching import Batch, tokenize
-from transforms.schema import Annotated, Document
-from transforms.tasks import Runtime
+from distilbeam.pipeline.config import from_dict
+from distilbeam.pipeline.plan import resolve_task
+from distilbeam.transforms import devices, models
+from distilbeam.transforms.batching import Batch, tokenize
+from distilbeam.transforms.schema import Annotated, Document
+from distilbeam.transforms.tasks import Runtime
 
 TEXTS = ["Alice flew to Paris on Monday.", "The hotel was lovely.", "Bob met Carol in Berlin."]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from transforms import progress
+from distilbeam.transforms import progress
 
 
 def test_workers_progress_files_add_up_and_are_saved_at_most_twice_a_second(tmp_path):

@@ -17,12 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import from_dict
-from pipeline.plan import resolve_task
-from transforms.batching import Batch, plan_batches, tokenize, windows
-from transforms.read import BOM, ReadSettings, Shard, derived_id, read_shard, sniff
-from transforms.schema import RAW_LIMIT, Annotated, Document, Failure, clip
-from transforms.tasks import Runtime
+from distilbeam.pipeline.config import from_dict
+from distilbeam.pipeline.plan import resolve_task
+from distilbeam.transforms.batching import Batch, plan_batches, tokenize, windows
+from distilbeam.transforms.read import BOM, ReadSettings, Shard, derived_id, read_shard, sniff
+from distilbeam.transforms.schema import RAW_LIMIT, Annotated, Document, Failure, clip
+from distilbeam.transforms.tasks import Runtime
 
 FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MEMORY = fsspec.filesystem("memory")
@@ -331,9 +331,9 @@ def test_rows_sharing_an_id_are_all_kept_and_all_flagged(ids, chunk, row_group):
 
     import pyarrow.parquet as pq
 
-    from transforms import write
-    from transforms.read import Split
-    from transforms.schema import output_schema
+    from distilbeam.transforms import write
+    from distilbeam.transforms.read import Split
+    from distilbeam.transforms.schema import output_schema
 
     items = [Annotated(Document(id_, "s", i, "t"), 0, {}) for i, id_ in enumerate(ids)]
     with tempfile.TemporaryDirectory() as out:

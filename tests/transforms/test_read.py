@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from transforms import SetupError, read, storage
-from transforms.read import ReadSettings, Shard, derived_id, find_shards, read_shard
-from transforms.schema import Document, Failure
+from distilbeam.transforms import SetupError, read, storage
+from distilbeam.transforms.read import ReadSettings, Shard, derived_id, find_shards, read_shard
+from distilbeam.transforms.schema import Document, Failure
 
 SETTINGS = ReadSettings(format=None, id_field="id", text_field="text", max_chars=10_000, storage_options={})
 

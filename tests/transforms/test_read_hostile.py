@@ -20,10 +20,10 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from distilbeam.transforms import SetupError
+from distilbeam.transforms.read import ReadSettings, Shard, derived_id, find_shards, read_shard, shard_format
+from distilbeam.transforms.schema import RAW_LIMIT, Document, Failure
 from tests.conftest import REPO
-from transforms import SetupError
-from transforms.read import ReadSettings, Shard, derived_id, find_shards, read_shard, shard_format
-from transforms.schema import RAW_LIMIT, Document, Failure
 
 _WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
 _RNG = random.Random(0)
@@ -139,7 +139,7 @@ def test_a_broken_symlink_is_a_read_failure(tmp_path):
 
 UNPRIVILEGED_READ = """
 import json, os, sys
-from transforms.read import ReadSettings, Shard, read_shard
+from distilbeam.transforms.read import ReadSettings, Shard, read_shard
 s = ReadSettings(None, "id", "text", 1000, {})
 if os.geteuid() == 0:  # root reads any file: drop to nobody, after the imports
     # A read as root first imports what reading imports lazily: nobody may not reach the code's folder.
@@ -512,7 +512,7 @@ def test_exotic_unicode_is_read_as_given(tmp_path):
 
 
 def test_an_error_nobody_foresaw_costs_one_record_not_the_shard(tmp_path, monkeypatch):
-    from transforms import read as read_module
+    from distilbeam.transforms import read as read_module
 
     parse = read_module._parse_json_line
 

@@ -10,8 +10,8 @@ import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from transforms import report
-from transforms.schema import Failure
+from distilbeam.transforms import report
+from distilbeam.transforms.schema import Failure
 
 
 def row(n_tokens: int, label: str, spans: list[tuple[str, str]]) -> dict:

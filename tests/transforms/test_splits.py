@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.read import ReadSettings, Shard, Split, plan_splits, read_shard, read_split
+from distilbeam.transforms.read import ReadSettings, Shard, Split, plan_splits, read_shard, read_split
 
 SETTINGS = ReadSettings(None, "id", "text", 1_000, {})
 

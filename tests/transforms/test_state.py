@@ -11,8 +11,8 @@ import time
 
 import pytest
 
+from distilbeam.transforms import state
 from tests.conftest import REPO
-from transforms import state
 
 
 def entry(source: str, **kw) -> state.ShardEntry:

@@ -15,9 +15,9 @@ import time
 import pytest
 import zstandard
 
-from transforms import storage
-from transforms.read import ReadSettings, Shard, find_shards, read_shard
-from transforms.schema import Document
+from distilbeam.transforms import storage
+from distilbeam.transforms.read import ReadSettings, Shard, find_shards, read_shard
+from distilbeam.transforms.schema import Document
 
 LINES = [
     json.dumps({"id": f"d{i}", "text": f"document number {i} " + "word " * (i % 40)}) for i in range(3000)

@@ -9,10 +9,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from transforms.read import Split
-from transforms.schema import DEAD_LETTER_SCHEMA, Annotated, Document, Failure, ShardStats, output_schema
-from transforms.tasks import classify, ner
-from transforms.write import (
+from distilbeam.transforms.read import Split
+from distilbeam.transforms.schema import (
+    DEAD_LETTER_SCHEMA,
+    Annotated,
+    Document,
+    Failure,
+    ShardStats,
+    output_schema,
+)
+from distilbeam.transforms.tasks import classify, ner
+from distilbeam.transforms.write import (
     ERRORS_DIR,
     SplitResult,
     SplitWriter,
@@ -148,7 +155,7 @@ def test_shard_file_has_exact_schema_metadata_and_rows_in_reading_order(tmp_path
 
 
 def test_rows_stream_out_in_row_groups_never_held_whole(tmp_path, monkeypatch):
-    from transforms import write
+    from distilbeam.transforms import write
 
     monkeypatch.setattr(write, "ROW_GROUP_ROWS", 4)
     chunks = [([annotated(3 * k + i) for i in range(3)], []) for k in range(5)]
@@ -234,7 +241,7 @@ def test_row_that_does_not_fit_the_schema_is_dead_lettered_alone(tmp_path):
 
 
 def test_repeated_ids_are_marked_in_every_row_that_has_them_across_chunks(tmp_path, monkeypatch):
-    from transforms import write
+    from distilbeam.transforms import write
 
     monkeypatch.setattr(write, "ROW_GROUP_ROWS", 2)
     docs = [
@@ -274,7 +281,7 @@ def test_split_results_add_up_to_the_run(tmp_path):
 
 
 def test_a_chunks_documents_are_spread_over_the_seconds_it_took():
-    from transforms.write import finished
+    from distilbeam.transforms.write import finished
 
     timeline: dict[int, int] = {}
     finished(timeline, 10, 100.2, 103.9)  # seconds 100 to 103

@@ -1,8 +1,8 @@
 """Task kinds: each module holds its settings, its ``ModelHandler`` and its output column type. Adding a
 kind means one module and one line in ``TASK_KINDS``."""
 
-from transforms.tasks import classify, embed, ner, qa
-from transforms.tasks.base import Runtime, TaskHandler, TaskSettings
+from distilbeam.transforms.tasks import classify, embed, ner, qa
+from distilbeam.transforms.tasks.base import Runtime, TaskHandler, TaskSettings
 
 TASK_KINDS = {
     "classify": classify,

@@ -22,8 +22,8 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
-from transforms import devices, models
-from transforms.batching import (
+from distilbeam.transforms import devices, models
+from distilbeam.transforms.batching import (
     CALL_OVERHEAD_TOKENS,
     Batch,
     Tokenized,
@@ -33,7 +33,7 @@ from transforms.batching import (
     resolve_max_tokens,
     windows,
 )
-from transforms.schema import Failure
+from distilbeam.transforms.schema import Failure
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Runtime:
     torch_threads: int | None = None
     worker_processes: int = 1  # processes sharing this machine's cores; 0: one process per core
     # The device kind (cpu or cuda) the launch resolved ``device`` to and put in the annotation hash
-    # (``pipeline.runners.planned_device``); a worker that would run another refuses to load the model.
+    # (``runners.planned_device``); a worker that would run another refuses to load the model.
     # None where nothing was planned (benchmarks, tests).
     planned_device: str | None = None
 
@@ -282,7 +282,7 @@ class TaskHandler(ModelHandler):
     @classmethod
     def check_model(cls, uri: str, config: dict[str, Any]) -> None:
         """Refuses a model whose head does not fit this task, before the pipeline starts."""
-        from transforms import SetupError
+        from distilbeam.transforms import SetupError
 
         architectures = config.get("architectures") or []
         if not any(a.endswith(cls.architecture_suffix) for a in architectures):

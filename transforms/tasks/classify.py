@@ -14,9 +14,9 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from transforms.batching import Tokenized
-from transforms.tasks.base import Loaded, TaskHandler, TaskSettings
-from transforms.tasks.runs import last_rows, run_means
+from distilbeam.transforms.batching import Tokenized
+from distilbeam.transforms.tasks.base import Loaded, TaskHandler, TaskSettings
+from distilbeam.transforms.tasks.runs import last_rows, run_means
 
 LABEL_SCORE = pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float32())])
 ARROW_TYPE = pa.struct(

@@ -15,9 +15,9 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from transforms import SetupError
-from transforms.batching import Tokenized
-from transforms.tasks.base import Loaded, TaskHandler, TaskSettings
+from distilbeam.transforms import SetupError
+from distilbeam.transforms.batching import Tokenized
+from distilbeam.transforms.tasks.base import Loaded, TaskHandler, TaskSettings
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,9 +16,9 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from transforms.batching import Tokenized, windows
-from transforms.tasks.base import Loaded, TaskHandler, TaskSettings
-from transforms.tasks.runs import last_rows, run_means
+from distilbeam.transforms.batching import Tokenized, windows
+from distilbeam.transforms.tasks.base import Loaded, TaskHandler, TaskSettings
+from distilbeam.transforms.tasks.runs import last_rows, run_means
 
 ARROW_TYPE = pa.list_(
     pa.struct(

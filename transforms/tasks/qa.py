@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from transforms import SetupError
-from transforms.batching import Tokenized, windows
-from transforms.tasks.base import Loaded, TaskHandler, TaskSettings
+from distilbeam.transforms import SetupError
+from distilbeam.transforms.batching import Tokenized, windows
+from distilbeam.transforms.tasks.base import Loaded, TaskHandler, TaskSettings
 
 ARROW_TYPE = pa.list_(
     pa.struct(

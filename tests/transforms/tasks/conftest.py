@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import from_dict
-from pipeline.plan import resolve_task
-from transforms.batching import Batch, plan_batches, tokenize
-from transforms.schema import Annotated, Document
-from transforms.tasks import Runtime
+from distilbeam.pipeline.config import from_dict
+from distilbeam.pipeline.plan import resolve_task
+from distilbeam.transforms.batching import Batch, plan_batches, tokenize
+from distilbeam.transforms.schema import Annotated, Document
+from distilbeam.transforms.tasks import Runtime
 
 
 def run_task(model_dir, kind: str, texts: list[str], max_tokens: int = 512, **settings) -> list:

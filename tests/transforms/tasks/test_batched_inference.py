@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import demo
-from pipeline.config import from_dict
-from pipeline.plan import resolve_task
-from transforms.batching import Batch, plan_batches, tokenize
-from transforms.schema import Annotated, Document, Failure
-from transforms.tasks import Runtime
+from distilbeam.pipeline import demo
+from distilbeam.pipeline.config import from_dict
+from distilbeam.pipeline.plan import resolve_task
+from distilbeam.transforms.batching import Batch, plan_batches, tokenize
+from distilbeam.transforms.schema import Annotated, Document, Failure
+from distilbeam.transforms.tasks import Runtime
 
 
 def texts(n: int = 40, seed: int = 7) -> list[str]:

@@ -8,10 +8,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from transforms.batching import Tokenized
-from transforms.schema import Annotated, Document
-from transforms.tasks import Runtime, classify
-from transforms.tasks.base import Loaded
+from distilbeam.transforms.batching import Tokenized
+from distilbeam.transforms.schema import Annotated, Document
+from distilbeam.transforms.tasks import Runtime, classify
+from distilbeam.transforms.tasks.base import Loaded
 
 PROBLEMS = [None, "single_label_classification", "multi_label_classification", "regression"]
 

@@ -11,9 +11,9 @@ import pytest
 from sentence_transformers import SentenceTransformer, models
 from transformers import AutoModel, AutoTokenizer
 
-from pipeline.config import ConfigError, from_dict
-from pipeline.plan import resolve_task
-from transforms.tasks import Runtime
+from distilbeam.pipeline.config import ConfigError, from_dict
+from distilbeam.pipeline.plan import resolve_task
+from distilbeam.transforms.tasks import Runtime
 
 TEXTS = [
     "The hotel in Paris was lovely and the staff were very helpful.",
@@ -61,7 +61,7 @@ def test_tiny_encoder_matches_sentence_transformers(task_models, annotate, pooli
 def test_long_documents_average_their_windows(task_models, annotate):
     """chunk-mean: the tokenizer's own consecutive windows, each pooled alone, averaged by the tokens each
     row holds; truncate: the first window only, as sentence-transformers truncates."""
-    from pipeline import demo
+    from distilbeam.pipeline import demo
 
     path = task_models / "encoder"
     tokenizer = AutoTokenizer.from_pretrained(str(path))

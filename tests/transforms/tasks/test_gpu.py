@@ -15,14 +15,14 @@ import pytest
 import torch
 import transformers
 
-from pipeline import demo
-from pipeline.config import from_dict
-from pipeline.plan import resolve_task
+from distilbeam.pipeline import demo
+from distilbeam.pipeline.config import from_dict
+from distilbeam.pipeline.plan import resolve_task
+from distilbeam.transforms import devices
+from distilbeam.transforms.batching import Batch, plan_batches, tokenize
+from distilbeam.transforms.schema import Annotated, Document, Failure
+from distilbeam.transforms.tasks import Runtime, base
 from tests.transforms.tasks.test_gpu_faults import RecordedMetrics
-from transforms import devices
-from transforms.batching import Batch, plan_batches, tokenize
-from transforms.schema import Annotated, Document, Failure
-from transforms.tasks import Runtime, base
 
 pytestmark = pytest.mark.gpu
 

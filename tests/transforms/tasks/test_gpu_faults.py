@@ -15,12 +15,12 @@ from collections import Counter, defaultdict
 import pytest
 import torch
 
-from pipeline.config import from_dict
-from pipeline.plan import resolve_task
-from transforms import devices
-from transforms.batching import Batch, tokenize
-from transforms.schema import Annotated, Document, Failure
-from transforms.tasks import Runtime, base
+from distilbeam.pipeline.config import from_dict
+from distilbeam.pipeline.plan import resolve_task
+from distilbeam.transforms import devices
+from distilbeam.transforms.batching import Batch, tokenize
+from distilbeam.transforms.schema import Annotated, Document, Failure
+from distilbeam.transforms.tasks import Runtime, base
 
 TEXTS = [
     "Alice flew to Paris on Monday.",
@@ -359,7 +359,7 @@ def test_a_batch_whose_every_document_runs_out_of_memory_fails_the_bundle(models
 
 def test_a_model_on_cuda_1_is_loaded_run_and_timed_on_cuda_1(models_dir, fake_cuda, metrics, caplog):
     handler = handler_for(models_dir, Runtime(device="cuda:1", precision="fp32"))
-    with caplog.at_level(logging.INFO, logger="transforms.tasks.base"):
+    with caplog.at_level(logging.INFO, logger="distilbeam.transforms.tasks.base"):
         loaded = handler.load_model()
     assert fake_cuda.set_devices == [1]
     assert "Fake GPU" in caplog.text and "CUDA 13.0" in caplog.text

@@ -12,8 +12,8 @@ import torch
 import transformers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from pipeline import demo
-from transforms.batching import windows
+from distilbeam.pipeline import demo
+from distilbeam.transforms.batching import windows
 
 UNICODE = "Très bon restaurant à Lyon — naïve café, 東京 and 北京; مرحبا 👩🏽‍💻 Zürich São Paulo. "
 DOCUMENTS = [

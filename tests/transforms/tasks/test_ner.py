@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from transforms.batching import Tokenized, windows
-from transforms.schema import Annotated, Document
-from transforms.tasks import Runtime, ner
-from transforms.tasks.base import Loaded
+from distilbeam.transforms.batching import Tokenized, windows
+from distilbeam.transforms.schema import Annotated, Document
+from distilbeam.transforms.tasks import Runtime, ner
+from distilbeam.transforms.tasks.base import Loaded
 
 STRATEGIES = ("none", "simple", "first", "average", "max")
 LABEL_SETS = [

@@ -9,11 +9,11 @@ import dataclasses
 import pytest
 import transformers
 
-from pipeline.config import from_dict
-from pipeline.plan import resolve_task
-from transforms.batching import Batch, plan_batches, tokenize
-from transforms.schema import Annotated, Document
-from transforms.tasks import Runtime
+from distilbeam.pipeline.config import from_dict
+from distilbeam.pipeline.plan import resolve_task
+from distilbeam.transforms.batching import Batch, plan_batches, tokenize
+from distilbeam.transforms.schema import Annotated, Document
+from distilbeam.transforms.tasks import Runtime
 
 LONG = (
     "Alice Johnson flew from Paris to Tokyo on Monday, where the Initech board reviewed the quarterly "

@@ -19,7 +19,7 @@ import torch
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 from transformers.pipelines.document_question_answering import select_starts_ends
 
-from pipeline.config import ConfigError
+from distilbeam.pipeline.config import ConfigError
 
 QUESTIONS = ["Where did they fly?", "Who met at the museum?", "What was reported?", "When?"]
 CONTEXTS = [
@@ -122,7 +122,7 @@ def test_qa_matches_question_answering_pipeline(task_models, annotate, model):
 
 def test_qa_long_documents_match_the_pipelines_windows(task_models, annotate):
     """Documents many windows long (rows of 40 tokens, windows overlapping by 8), and the no-answer rule."""
-    from pipeline import demo
+    from distilbeam.pipeline import demo
 
     sentences = demo.corpus(60, seed=11)
     contexts = [" ".join(sentences[i : i + 12]) for i in range(0, 60, 12)]
@@ -175,9 +175,9 @@ def test_qa_min_score_empties_weak_answers(task_models, annotate):
 
 
 def test_qa_output_fits_its_arrow_type(task_models, annotate):
-    from pipeline.config import from_dict
-    from pipeline.plan import resolve_task
-    from transforms.tasks import Runtime
+    from distilbeam.pipeline.config import from_dict
+    from distilbeam.pipeline.plan import resolve_task
+    from distilbeam.transforms.tasks import Runtime
 
     cfg = from_dict(
         {
@@ -205,9 +205,9 @@ def test_qa_output_fits_its_arrow_type(task_models, annotate):
 
 def test_qa_cost_counts_every_row(task_models):
     """The token budget sees what the model will get: one row per question and context window."""
-    from pipeline.config import from_dict
-    from pipeline.plan import resolve_task
-    from transforms.tasks import Runtime
+    from distilbeam.pipeline.config import from_dict
+    from distilbeam.pipeline.plan import resolve_task
+    from distilbeam.transforms.tasks import Runtime
 
     questions = ["Who?", "Where did the company open its new museum?"]
     cfg = from_dict(
@@ -254,9 +254,9 @@ def test_qa_cost_counts_every_row(task_models):
     ],
 )
 def test_qa_settings_are_checked_before_the_run(task_models, settings, message):
-    from pipeline.config import from_dict
-    from pipeline.plan import resolve_task
-    from transforms.tasks import Runtime
+    from distilbeam.pipeline.config import from_dict
+    from distilbeam.pipeline.plan import resolve_task
+    from distilbeam.transforms.tasks import Runtime
 
     cfg = from_dict(
         {
@@ -270,9 +270,9 @@ def test_qa_settings_are_checked_before_the_run(task_models, settings, message):
 
 
 def test_qa_refuses_a_model_without_a_question_answering_head(models_dir):
-    from pipeline.config import from_dict
-    from pipeline.plan import resolve_task
-    from transforms.tasks import Runtime
+    from distilbeam.pipeline.config import from_dict
+    from distilbeam.pipeline.plan import resolve_task
+    from distilbeam.transforms.tasks import Runtime
 
     cfg = from_dict(
         {

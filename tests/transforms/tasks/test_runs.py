@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.tasks.runs import last_rows, run_means
+from distilbeam.transforms.tasks.runs import last_rows, run_means
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)

@@ -7,11 +7,11 @@ import threading
 
 import torch
 
-from pipeline.config import from_dict
-from pipeline.plan import resolve_task
-from transforms.batching import Batch, tokenize
-from transforms.schema import Annotated, Document
-from transforms.tasks import Runtime
+from distilbeam.pipeline.config import from_dict
+from distilbeam.pipeline.plan import resolve_task
+from distilbeam.transforms.batching import Batch, tokenize
+from distilbeam.transforms.schema import Annotated, Document
+from distilbeam.transforms.tasks import Runtime
 
 
 def test_a_thread_started_before_the_model_loaded_runs_it_with_the_models_threads(models_dir):
