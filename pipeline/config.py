@@ -105,6 +105,11 @@ class Config:
 
 def load(path: str | Path, overrides: list[str] = ()) -> Config:
     """Reads a YAML config file, applies ``dotted.key=value`` overrides, and validates it."""
+    return from_dict(read(path, overrides))
+
+
+def read(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
+    """A YAML config file's mapping with ``dotted.key=value`` overrides applied, not yet validated."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -118,7 +123,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> Config:
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     for override in overrides:
         apply_override(data, override)
-    return from_dict(data)
+    return data
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -187,7 +192,7 @@ def from_dict(data: Mapping[str, Any]) -> Config:
 def check_output_outside_inputs(patterns: tuple[str, ...], output: str) -> None:
     """Refuses an output path whose files an input glob matches: the next run would read this run's
     outputs as its input."""
-    from distilbeam.transforms.write import ERRORS_DIR, SUMMARY_FILE, shard_file_name
+    from distilbeam.transforms.layout import ERRORS_DIR, SUMMARY_FILE, shard_file_name
 
     out = _normalized(output).rstrip("/")
     part = shard_file_name("")
@@ -237,6 +242,12 @@ def _tasks(value: Any, path: str) -> dict[str, TaskSettings]:
         options = {k: v for k, v in settings.items() if k != "kind"}
         tasks[name] = _build(TASK_KINDS[kind].Settings, options, where)
     return tasks
+
+
+def build(cls: type, data: Any, path: str = "") -> Any:
+    """An instance of the settings dataclass ``cls`` from a mapping, checked key by key: an unknown key or a
+    wrong type fails with its full path (``path`` is where the mapping sits in the file)."""
+    return _build(cls, data, path)
 
 
 def _build(cls: type, data: Any, path: str) -> Any:
