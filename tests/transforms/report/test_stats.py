@@ -1,30 +1,15 @@
-"""Run-report statistics (per-shard profiles that add up exactly) and their Markdown and HTML rendering."""
+"""Run statistics: per-shard profiles that add up exactly, throughput over time and the run status."""
 
 from __future__ import annotations
 
 import functools
-import re
-from html.parser import HTMLParser
 
 import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
 from distilbeam.transforms import report
-from distilbeam.transforms.schema import Failure
-
-
-def row(n_tokens: int, label: str, spans: list[tuple[str, str]]) -> dict:
-    return {
-        "id": "x",
-        "n_tokens": n_tokens,
-        "sentiment": {"label": label, "score": 0.9, "scores": []},
-        "entities": [{"label": lab, "text": text, "start": 0, "end": 1, "score": 0.5} for lab, text in spans],
-    }
-
-
-def failure(stage: str, error: str) -> Failure:
-    return Failure.of(stage, error, "m", source="s", offset=0)
+from tests.transforms.report.samples import failure, row, summary
 
 
 def test_profile_counts_labels_entities_lengths_and_dead_letter():
@@ -121,82 +106,6 @@ def test_status_follows_completeness_and_the_dead_letter_limit():
         )["failed_fraction"]
         == 0.05
     )
-
-
-def summary(profile: report.Profile) -> dict:
-    return {
-        "run_id": "20260101T000000Z-abcdef",
-        "status": "ok",
-        "mode": "incremental",
-        "run_date": "2026-01-01",
-        "finished_at": "2026-01-01T00:01:00+00:00",
-        "shards": 2,
-        "docs_read": 4,
-        "docs_written": 3,
-        "docs_failed": 1,
-        "tokens": 40,
-        "wall_seconds": 60.0,
-        "selection": {"new": 2, "kept": 3},
-        "output": report.output_totals({"shards": 3, "docs_read": 6}, {"shards": 2, "docs_read": 4}),
-        "max_failed_fraction": 0.5,
-        "throughput": [[0.0, 1.0], [30.0, 2.5]],
-        "profile": profile.to_json(),
-    }
-
-
-class _Collect(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.tags: list[tuple[str, dict]] = []
-        self.text: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data):
-        self.text.append(data)
-
-
-def test_html_report_draws_its_charts_inline_and_escapes_document_text():
-    rows = [row(3, "POS", [("PER", "<script>alert(1)</script>")]), row(9, "NEG", []), row(9, "POS", [])]
-    p = report.profile_table(
-        pa.Table.from_pylist(rows), [failure("parse", "BadRecord")], ["sentiment", "entities"]
-    )
-    page = report.render_html(summary(p))
-    parsed = _Collect()
-    parsed.feed(page)
-    tags = [t for t, _ in parsed.tags]
-    assert "script" not in tags and "link" not in tags and "img" not in tags  # nothing runs or loads
-    assert not re.search(r"(?:src|href)=", page)
-    assert tags.count("svg") == 4  # throughput, label distribution, length histogram, entities by label
-    assert "<script>alert(1)</script>" in "".join(parsed.text)  # shown as text, escaped in the markup
-    bars = [a for t, a in parsed.tags if t == "rect"]
-    assert len(bars) == 2 + 3 + 1  # two labels, length buckets 2-3, 4-7 (empty) and 8-15, one entity label
-    assert "BadRecord" in page
-
-
-def test_markdown_report_lists_what_the_run_did():
-    rows = [row(3, "POS", [("PER", "Alice|Bob")]), row(9, "NEG", [])]
-    md = report.render_markdown(
-        summary(
-            report.profile_table(
-                pa.Table.from_pylist(rows), [failure("infer", "OOM")], ["sentiment", "entities"]
-            )
-        )
-    )
-    assert "Status: **ok**" in md
-    assert "| documents read | 4 | 10 |" in md
-    assert "| infer | OOM | 1 |" in md
-    assert "| POS | 1 | 50.0% |" in md and "| NEG | 1 | 50.0% |" in md
-    assert "| Alice\\|Bob | PER | 1 |" in md
-    assert "| 2-3 | 1 |\n| 4-7 | 0 |\n| 8-15 | 1 |" in md
-    assert "Peak 2.5 documents/s" in md
-
-
-def test_nice_ticks_cover_the_peak():
-    for peak in (0.3, 1, 7, 20, 99, 1234.5):
-        top, ticks = report._nice_ticks(peak)
-        assert top >= peak and ticks[0] == 0 and ticks[-1] == top and len(ticks) <= 6
 
 
 def test_results_of_other_shapes_are_left_out():

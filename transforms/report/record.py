@@ -1,0 +1,38 @@
+"""The run record on storage: each run's summary and reports under ``_state/runs/<run id>/``, and the
+output's top-level summary and reports for the run that last changed it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from distilbeam.transforms import storage
+from distilbeam.transforms.report.html import render_html
+from distilbeam.transforms.report.markdown import render_markdown
+from distilbeam.transforms.state import RUNS_DIR, state_uri
+
+SUMMARY_FILE = "_SUMMARY.json"
+REPORT_MD = "_REPORT.md"
+REPORT_HTML = "_REPORT.html"
+
+
+def write_run_record(
+    path: str, summary: Mapping[str, Any], storage_options: Mapping[str, Any], latest: bool
+) -> None:
+    """The output folder ``path`` and a finished run's summary (a JSON-serialisable dict with a ``run_id``)
+    in; files out, each written atomically: ``_state/runs/<run id>/`` gets summary.json (the summary,
+    indented), report.md and report.html (rendered from it). With ``latest`` (a run that changed the output)
+    the output's top-level _REPORT.md, _REPORT.html and, last, _SUMMARY.json are replaced too, so a reader
+    who sees the new summary sees the new report. Returns nothing; storage errors propagate."""
+    text = json.dumps(summary, indent=2) + "\n"
+    md, page = render_markdown(summary), render_html(summary)
+    run_dir = state_uri(path, RUNS_DIR, str(summary["run_id"]))
+    files = [("summary.json", text), ("report.md", md), ("report.html", page)]
+    for name, content in files:
+        data = content.encode()
+        storage.write_atomic(storage.join(run_dir, name), lambda f, d=data: f.write(d), storage_options)
+    if latest:
+        for name, content in ((REPORT_MD, md), (REPORT_HTML, page), (SUMMARY_FILE, text)):
+            data = content.encode()
+            storage.write_atomic(storage.join(path, name), lambda f, d=data: f.write(d), storage_options)
