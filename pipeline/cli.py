@@ -4,6 +4,8 @@
                    [Beam flags ...]
     distilbeam demo-models DIR
     distilbeam bench [--docs N | --quick | --corpus FILE] [--out FILE]
+    distilbeam train --config FILE [--set dotted.key=value ...]
+    distilbeam distil --config FILE [--set dotted.key=value ...]
 
 Flags ``run`` does not know are Beam's and go to ``PipelineOptions`` untouched. Exit status: 0 when every
 document was written or dead-lettered, 1 when the run failed or lost track of a document, 2 for a mistake
@@ -18,7 +20,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from distilbeam.pipeline import bench, config, metrics, runs
+from distilbeam.pipeline import bench, config, metrics, runs, training
 from distilbeam.pipeline.options import pipeline_options, worker_processes
 from distilbeam.transforms import SetupError, state, storage
 from distilbeam.transforms.devices import cpu_cores
@@ -52,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     demo_p.add_argument("dir", type=Path)
     bench_p = commands.add_parser("bench", help="time distilbeam against the stock approaches")
     bench.add_arguments(bench_p)
+    for name, text in (("train", "fine-tune a model for classify or ner"), ("distil", "distil a smaller model")):
+        training.add_arguments(commands.add_parser(name, help=text))
     args, rest = parser.parse_known_args(argv)
     _configure_logging()
     try:
@@ -59,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")
             return demo_models(args.dir)
+        if args.command in ("train", "distil"):
+            if rest:
+                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            return training.main(args)
         if args.command == "bench":
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")
