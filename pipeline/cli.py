@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     demo_p.add_argument("dir", type=Path)
     bench_p = commands.add_parser("bench", help="time distilbeam against the stock approaches")
     bench.add_arguments(bench_p)
-    for name, text in (("train", "fine-tune a model for classify or ner"), ("distil", "distil a smaller model")):
-        training.add_arguments(commands.add_parser(name, help=text))
+    training.add_arguments(commands.add_parser("train", help="fine-tune a model for classify or ner"))
+    training.add_arguments(commands.add_parser("distil", help="distil a smaller student from a run's labels"))
     args, rest = parser.parse_known_args(argv)
     _configure_logging()
     try:
