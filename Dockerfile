@@ -32,7 +32,9 @@ ENV PIP_NO_CACHE_DIR=1 \
     HF_HUB_DISABLE_TELEMETRY=1
 
 # Layers from the least to the most often changed: torch (the largest), pinned dependencies, distilbeam.
-# The build log shows the CUDA version the torch installed was built for.
+# The build log shows the CUDA version the torch installed was built for. What workers need beyond the base
+# install: the gcs and s3 extras (gcsfs, s3fs) are pinned in docker/requirements.txt; the dataflow extra,
+# Beam's gcp extra, comes with the base image (the Beam SDK image installs apache-beam[gcp,aws]).
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
     && python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda)"
 

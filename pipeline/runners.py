@@ -31,6 +31,9 @@ LOCAL_FLINK = ("[auto]", "[local]")
 # The distribution RunInference updates once per model load, in the handler's metrics namespace.
 LOAD_METRIC = "load_model_latency_milli_secs"
 THREADS_METRIC = "torch_threads"
+# What the DataflowRunner imports from Beam's Google Cloud extra (distilbeam's dataflow extra): the Dataflow
+# API client, and the Cloud Storage and auth libraries it stages the job with.
+DATAFLOW_MODULES = ("google.cloud.dataflow", "google.cloud.storage", "google.auth")
 
 
 def is_dry_run(options: PipelineOptions) -> bool:
@@ -71,10 +74,32 @@ def asks_for_gpus(options: PipelineOptions) -> bool:
     return any(o.startswith("worker_accelerator") for o in [*service, *experiments])
 
 
+def check_installed(cfg: Config, options: PipelineOptions) -> None:
+    """Ends the command before anything starts when a URL in the config (s3://, gs://) or the runner needs
+    an extra that is not installed: a MissingExtra naming the key, the extra and the pip command."""
+    uris = [("input.paths", p) for p in cfg.input.paths] + [("output.path", cfg.output.path)]
+    uris += [(f"tasks.{name}.model", settings.model) for name, settings in cfg.tasks.items()]
+    for key, uri in uris:
+        try:
+            storage.require_filesystem(uri)
+        except storage.MissingExtra as exc:
+            raise storage.MissingExtra(f"{key}: {exc.what}", exc.extra) from None
+    runner = runner_name(options)
+    if runner == "DataflowRunner":
+        missing = [m for m in DATAFLOW_MODULES if not storage.is_installed(m)]
+        if missing:
+            raise storage.MissingExtra(
+                f"the {runner} needs Beam's Google Cloud libraries ({', '.join(missing)} not installed)",
+                "dataflow",
+            )
+
+
 def check_paths(cfg: Config, options: PipelineOptions) -> None:
     """Refuses local input and output paths for runners whose workers cannot see this machine's disk, and
     warns about local model directories there: those must exist at the same path in the worker image.
-    On a Flink cluster, warns that local paths must be mounted at the same path on every TaskManager."""
+    On a Flink cluster, warns that local paths must be mounted at the same path on every TaskManager.
+    First of all, checks that the extras the paths and the runner need are installed (``check_installed``)."""
+    check_installed(cfg, options)
     runner = runner_name(options)
     local = [f"input.paths: {p}" for p in cfg.input.paths if storage.is_local(p)]
     if storage.is_local(cfg.output.path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.util
 import io
 import logging
 import os
@@ -28,6 +29,8 @@ from typing import IO, Any, TypeVar
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from smart_open.compression import compression_wrapper
+
+from distilbeam.transforms import SetupError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -156,8 +159,51 @@ def retrying(action: str, uri: str, operation: Callable[[], T], attempts: int = 
     raise AssertionError("unreachable")
 
 
+# The extra that installs each object store's fsspec filesystem, and the module it provides. The base install
+# reads and writes local paths only, so that it stays small.
+EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
+EXTRA_MODULES = {"s3": "s3fs", "gcs": "gcsfs"}
+
+
+class MissingExtra(SetupError):
+    """A URL, or a runner, needs an optional part of distilbeam that is not installed. ``what`` says what
+    is missing; the message adds the extra that brings it and the command that installs it."""
+
+    def __init__(self, what: str, extra: str):
+        super().__init__(f"{what}; it comes with the {extra} extra: pip install 'distilbeam[{extra}]'")
+        self.what, self.extra = what, extra
+
+    def __reduce__(self):  # Beam pickles errors between processes
+        return MissingExtra, (self.what, self.extra)
+
+
+def protocol(uri: str) -> str:
+    return uri.split("://", 1)[0].lower() if "://" in uri else "file"
+
+
+def is_installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (a dotted name's parents may be missing)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require_filesystem(uri: str) -> None:
+    """Raises MissingExtra, naming the extra to install, when the store ``uri`` names needs a package that
+    is missing (s3fs for s3://, gcsfs for gs://)."""
+    extra = EXTRAS.get(protocol(uri))
+    if extra is not None and not is_installed(EXTRA_MODULES[extra]):
+        module = EXTRA_MODULES[extra]
+        raise MissingExtra(f"{uri}: {protocol(uri)}:// URLs need {module}, which is not installed", extra)
+
+
 def filesystem(uri: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
-    fs, path = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
+    require_filesystem(uri)
+    try:
+        fs, path = fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
+    except ImportError as exc:  # another fsspec protocol whose package is missing: fsspec names it
+        raise SetupError(f"{uri}: {exc}") from None
     return fs, path
 
 
