@@ -22,15 +22,19 @@ from pathlib import Path
 
 from distilbeam.pipeline import bench, config, metrics, runs, training
 from distilbeam.pipeline.options import pipeline_options, worker_processes
-from distilbeam.transforms import SetupError, state, storage
+from distilbeam.transforms import SetupError, layout, state
 from distilbeam.transforms.devices import cpu_cores
-from distilbeam.transforms.report import REPORT_HTML, REPORT_MD
-from distilbeam.transforms.write import ERRORS_DIR, SUMMARY_FILE
 
 log = logging.getLogger("distilbeam")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line (``argv``, else ``sys.argv``) in, an exit status out. In order: the subcommand and
+    its flags are parsed (flags ``run`` does not know are kept for Beam), logging is set up, and the
+    subcommand runs: every one but ``run`` refuses stray flags; ``run`` gets the config path, the ``--set``
+    overrides, ``--force``, the Beam flags, ``--detach``, ``--full-refresh`` and ``--metrics``.
+    A run that finds the output locked prints why and returns 4; a mistake found before the pipeline
+    starts (``SetupError``) prints one line and returns 2; otherwise the subcommand's status is returned."""
     parser = argparse.ArgumentParser(prog="distilbeam", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run_p = commands.add_parser("run", help="annotate the shards a config names")
@@ -106,7 +110,7 @@ def run(
     run_id = state.new_run_id()
     if runners.is_dry_run(options):  # the job is built and checked; the output is not touched
         return _launch(cfg, options, run_id, force, full_refresh, detach, dry_run=True, metrics_path=None)
-    check_output_folder(cfg.output.path, cfg.output.storage_options, writable=True)
+    layout.check_output_folder(cfg.output.path, cfg.output.storage_options, writable=True)
     with state.OutputLock(cfg.output.path, cfg.output.storage_options, run_id):
         return _launch(
             cfg, options, run_id, force, full_refresh, detach, dry_run=False, metrics_path=metrics_path
@@ -123,6 +127,16 @@ def _launch(
     dry_run: bool,
     metrics_path: str | None,
 ) -> int:
+    """One run, from a checked config to its exit status, called with the output's lock held (but for a
+    dry run, which leaves the output alone). In order: the output folder is prepared (an earlier output
+    refused, resumed, or with ``force`` cleared; see ``layout.prepare_output``); the run is planned (models
+    resolved, settings hashed); the shards to annotate are chosen against the manifest (what a crashed run
+    left is cleaned up first); a local run with nothing to annotate records an idle run and returns. Then
+    the pipeline is built and run, with a progress line on local runs: a dry run returns 0 once the job is
+    checked, ``detach`` returns 0 once it is submitted; otherwise it is waited for and its metrics go to
+    ``metrics_path``. Last, the run's summary is read back from ``_state/runs/<run id>/``, told in one line,
+    and its status returned (see ``runs.exit_status``); a pipeline that failed, or wrote no summary,
+    returns 1."""
     import apache_beam as beam
 
     from distilbeam.pipeline import runners
@@ -130,7 +144,7 @@ def _launch(
     from distilbeam.pipeline.plan import prepare
 
     if not dry_run:
-        prepare_output(cfg.output.path, cfg.output.storage_options, force, cfg.output.mode)
+        layout.prepare_output(cfg.output.path, cfg.output.storage_options, force, cfg.output.mode)
     plan = prepare(cfg, worker_processes(options), options)
     local = runs.runs_locally(options)
     progress = runs.Progress(enabled=local and not dry_run)
@@ -215,76 +229,6 @@ def _report_status(summary: dict) -> int:
             file=sys.stderr,
         )
     return status
-
-
-def prepare_output(path: str, storage_options: dict, force: bool, mode: str = "overwrite") -> None:
-    """Refuses to mix a run's files with an earlier run's; with ``force``, removes the earlier outputs
-    (and only those: files distilbeam did not write stay where they are). In incremental mode a folder
-    holding only distilbeam's files is expected (an earlier run's, or an interrupted one's); a folder
-    with anything else in it is refused the same way, and --force starts it over."""
-    fs, root = storage.filesystem(path, storage_options)
-    if not fs.exists(root):
-        return
-    check_output_folder(path, storage_options)
-    entries = [e for e in fs.ls(root, detail=False) if not _only_lock(fs, e)]
-    if not entries:
-        return
-    if mode == "incremental" and not force and all(_ours(e) for e in entries):
-        return
-    if not force:
-        raise config.ConfigError(
-            f"output.path: {path} is not empty; choose another path, or pass --force to replace "
-            "the distilbeam outputs in it"
-        )
-    for entry in entries:
-        name = entry.rstrip("/").rsplit("/", 1)[-1]
-        if (
-            (name.startswith("part-") and name.endswith(".parquet"))
-            or name in (SUMMARY_FILE, REPORT_MD, REPORT_HTML)
-            or name.startswith(storage.WRITE_CHECK_PREFIX)
-        ):
-            storage.remove(storage.join(path, name), storage_options)
-        elif name == ERRORS_DIR or name.startswith("run_date="):
-            storage.remove(storage.join(path, name), storage_options, recursive=True)
-        elif name == state.STATE_DIR:  # the manifest goes; the earlier runs' records stay
-            storage.remove(state.state_uri(path, state.SHARDS_DIR), storage_options, recursive=True)
-    fs.invalidate_cache()
-
-
-def _is_dir(fs, root: str, path: str) -> bool:
-    return storage.retrying("look up", path, lambda: fs.isdir(root))
-
-
-def check_output_folder(path: str, storage_options: dict, writable: bool = False) -> None:
-    """output.path is a folder or nothing yet; with ``writable``, also one this run can write in, so that a
-    missing bucket or a denied write ends the run here rather than after the work is done."""
-    fs, root = storage.filesystem(path, storage_options)
-    try:
-        if storage.exists(path, storage_options) and not _is_dir(fs, root, path):
-            raise config.ConfigError(f"output.path: {path} exists and is not a directory")
-        if writable:
-            storage.check_writable(path, storage_options)
-    except OSError as exc:
-        raise config.ConfigError(f"output.path: {exc}") from None
-
-
-def _ours(entry: str) -> bool:
-    name = entry.rstrip("/").rsplit("/", 1)[-1]
-    return (
-        (name.startswith("part-") and name.endswith(".parquet"))
-        or name in (SUMMARY_FILE, REPORT_MD, REPORT_HTML, ERRORS_DIR, state.STATE_DIR)
-        or name.startswith("run_date=")
-        or (name.startswith(".") and name.endswith(".tmp"))
-        or name.startswith(storage.WRITE_CHECK_PREFIX)  # left only if the store let us write, not delete
-    )
-
-
-def _only_lock(fs, entry: str) -> bool:
-    """The _state folder holding nothing but the lock (this run's): not an earlier output."""
-    if entry.rstrip("/").rsplit("/", 1)[-1] != state.STATE_DIR:
-        return False
-    names = {n.rstrip("/").rsplit("/", 1)[-1] for n in fs.ls(entry, detail=False)}
-    return names <= {state.LOCK_FILE, state.RUNS_DIR}
 
 
 def demo_models(directory: Path) -> int:

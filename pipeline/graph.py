@@ -12,7 +12,8 @@ from distilbeam.pipeline.plan import Plan, read_settings
 from distilbeam.transforms import storage
 from distilbeam.transforms.annotate import AnnotateSplits
 from distilbeam.transforms.read import Shard, Split, SplitShardFn
-from distilbeam.transforms.write import WriteRunReport, WriteSettings
+from distilbeam.transforms.summary import WriteRunReport
+from distilbeam.transforms.write import WriteSettings
 
 
 def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:

@@ -23,10 +23,10 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from distilbeam.pipeline.config import Config
 from distilbeam.pipeline.options import given, runner_name, worker_processes
 from distilbeam.pipeline.plan import Plan
-from distilbeam.transforms import report, state, storage
+from distilbeam.transforms import layout, report, state, storage
 from distilbeam.transforms.progress import ProgressLine
 from distilbeam.transforms.schema import ShardStats
-from distilbeam.transforms.write import run_summary
+from distilbeam.transforms.summary import run_summary
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def choose_shards(
             "%d shards in the output are no longer among the inputs; their rows stay", len(selection.stale)
         )
     newest = max((e.run_id for e in entries.values()), default="")
-    top = _read_json(storage.join(out, report.SUMMARY_FILE), options) if newest else None
+    top = _read_json(storage.join(out, layout.SUMMARY_FILE), options) if newest else None
     summary_behind = bool(newest) and (top is None or str(top.get("run_id", "")) < newest)
     run_date = cfg.output.run_date or datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     carried = selection.kept + ([] if selection.remove_stale else selection.stale)
@@ -80,7 +80,7 @@ def choose_shards(
         run_id=run_id,
         mode=cfg.output.mode,
         run_date=run_date,
-        partition=f"run_date={run_date}" if cfg.output.partition_by == "run_date" else "",
+        partition=layout.partition_folder(run_date) if cfg.output.partition_by == "run_date" else "",
         annotation_sha256=annotation,
         shards={uri: identities[uri] for uri in selection.todo},
         previous={uri: tuple(entries[uri].files()) for uri in selection.todo if uri in entries},
@@ -153,7 +153,7 @@ def _read_json(uri: str, storage_options: Mapping[str, Any]) -> dict[str, Any] |
 
 
 def read_run_summary(cfg: Config, run_id: str) -> dict[str, Any] | None:
-    uri = state.state_uri(cfg.output.path, state.RUNS_DIR, run_id, "summary.json")
+    uri = layout.run_record_uri(cfg.output.path, run_id, layout.RUN_SUMMARY)
     return _read_json(uri, cfg.output.storage_options)
 
 

@@ -5,20 +5,19 @@ crashed run can be re-run safely.
 shard: its URI, size and content identity when it was read, the hash of the settings that shape its rows,
 where its output and dead-letter files are, and its counts. An entry is written after the shard's files are
 in place, so an entry always points at complete files; a shard without a current entry is simply annotated
-again. ``_state/lock.json`` keeps two runs from writing the same output at once, and ``_state/runs/<run id>/``
-keeps each run's summary and report."""
+again. Here too: choosing which shards a run annotates, cleaning up after a crashed run, and committing a
+shard (at once, or once every split of it is in). The folder's names are ``layout``'s; the lock that keeps
+two runs from writing the same output at once is here too."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import datetime
-import hashlib
 import json
 import logging
 import os
 import posixpath
-import re
 import signal
 import socket
 import threading
@@ -29,24 +28,16 @@ from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
 
-from distilbeam.transforms import SetupError, storage
+from distilbeam.transforms import SetupError, layout, storage
+from distilbeam.transforms.layout import SHARDS_DIR, SPLITS_DIR, entry_name, output_uri, state_uri
 
-log = logging.getLogger(__name__)
-
-STATE_DIR = "_state"
-SHARDS_DIR = "shards"
-SPLITS_DIR = "splits"  # per split of a split shard, until the shard is committed
-RUNS_DIR = "runs"
-LOCK_FILE = "lock.json"
-ERRORS_DIR = "_errors"  # the dead letter's folder in an output
-LOCK_TTL_SECONDS = 600.0  # a lock whose holder stopped renewing it for this long is stale
-LOCK_RENEW_SECONDS = 60.0
 # Crash-test hook: ``point`` or ``point:N`` makes the process SIGKILL itself the Nth time it reaches that
 # point (see ``crash_point``). Unset in normal runs, where a crash point costs one dictionary lookup.
 CRASH_ENV = "DISTILBEAM_CRASH_AT"
+LOCK_TTL_SECONDS = 600.0  # a lock whose holder stopped renewing it for this long is stale
+LOCK_RENEW_SECONDS = 60.0
 
-_OUTPUT_FILE = re.compile(r"^(?:_errors/)?(?:run_date=[^/]+/)?part-[0-9a-f]{16}(?:-[0-9]{5})?\.parquet$")
-_TEMP_FILE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # storage.write_atomic's temporary names
+log = logging.getLogger(__name__)
 
 
 class OutputLocked(SetupError):
@@ -140,18 +131,6 @@ class ShardEntry:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         return cls(**{**values, "outputs": tuple(values["outputs"]), "errors": tuple(values["errors"])})
-
-
-def entry_name(source: str) -> str:
-    return f"{hashlib.blake2b(source.encode(), digest_size=8).hexdigest()}.json"
-
-
-def state_uri(path: str, *parts: str) -> str:
-    return storage.join(path, STATE_DIR, *parts)
-
-
-def output_uri(path: str, relative: str) -> str:
-    return storage.join(path, *relative.split("/"))
 
 
 def read_entries(path: str, storage_options: Mapping[str, Any]) -> dict[str, ShardEntry]:
@@ -253,9 +232,8 @@ def remove_unreferenced(
     for found in sorted(fs.find(root)):
         relative = posixpath.relpath(found.replace(os.sep, "/"), root.replace(os.sep, "/"))
         name = relative.rsplit("/", 1)[-1]
-        orphan = _OUTPUT_FILE.match(relative) and relative not in referenced
-        torn = _TEMP_FILE.match(name) and not name.startswith(f".{LOCK_FILE}.")  # not the lock's renewal
-        if orphan or torn:
+        orphan = layout.is_part_file(relative) and relative not in referenced
+        if orphan or layout.is_temporary(name):
             try:
                 fs.rm(found)
                 removed.append(relative)
@@ -269,12 +247,12 @@ def remove_unreferenced(
 def _remove_empty_partitions(fs: Any, root: str) -> None:
     if not isinstance(fs, LocalFileSystem):
         return  # object stores have no empty folders
-    for base in (root, os.path.join(root, ERRORS_DIR)):
+    for base in (root, os.path.join(root, layout.ERRORS_DIR)):
         if not os.path.isdir(base):
             continue
         for name in os.listdir(base):
             folder = os.path.join(base, name)
-            if name.startswith("run_date=") and os.path.isdir(folder) and not os.listdir(folder):
+            if layout.is_partition(name) and os.path.isdir(folder) and not os.listdir(folder):
                 os.rmdir(folder)
 
 
@@ -339,9 +317,9 @@ def commit_split(
     split's files. Returns the entry, or None while splits are missing."""
     if split.whole:
         return commit_shard(path, run, split.uri, [files], [counts], storage_options)
-    folder = state_uri(path, SPLITS_DIR, entry_name(split.uri).removesuffix(".json"))
+    folder = layout.split_records_uri(path, split.uri)
     record = {"run_id": run.run_id, "index": split.index, "files": list(files), "counts": list(counts)}
-    uri = storage.join(folder, f"{split.index:05d}.json")
+    uri = storage.join(folder, layout.split_record_name(split.index))
     storage.write_atomic(uri, lambda f: f.write(json.dumps(record).encode()), storage_options)
     fs, root = storage.filesystem(folder, storage_options)
     fs.invalidate_cache()
@@ -406,7 +384,7 @@ def _remove_folder_if_empty(uri: str, storage_options: Mapping[str, Any]) -> Non
     """A local partition folder emptied by moving its last shard elsewhere goes too."""
     fs, path = storage.filesystem(uri, storage_options)
     folder = os.path.dirname(path)
-    if isinstance(fs, LocalFileSystem) and os.path.basename(folder).startswith("run_date="):
+    if isinstance(fs, LocalFileSystem) and layout.is_partition(os.path.basename(folder)):
         with contextlib.suppress(OSError):  # not empty, or gone already
             os.rmdir(folder)
 
@@ -445,7 +423,7 @@ class OutputLock:
     def __init__(
         self, path: str, storage_options: Mapping[str, Any], run_id: str, ttl: float = LOCK_TTL_SECONDS
     ):
-        self.uri = state_uri(path, LOCK_FILE)
+        self.uri = layout.lock_uri(path)
         self._storage_options = storage_options
         self._ttl = ttl
         self._holder = _holder_record(run_id)
@@ -590,7 +568,7 @@ def is_stale(record: Mapping[str, Any], now: float | None = None) -> bool:
 
 def _move_aside(path: str, stale: Mapping[str, Any]) -> bool:
     """Moves a stale lock out of the way, unless another run replaced it in the meantime."""
-    aside = f"{path}.{uuid.uuid4().hex}.stale"
+    aside = layout.lock_aside_name(path, uuid.uuid4().hex)
     try:
         os.rename(path, aside)
     except FileNotFoundError:

@@ -1,26 +1,26 @@
 """Writing enriched Parquet and the dead letter as documents are annotated, committing each shard as soon as
-it is complete, and the run's summary and report at the end.
+it is complete.
 
 A split's rows stream into its Parquet file in row groups, in reading order (so by offset), under a temporary
 name; its dead-letter rows likewise into a file beside it. When the split ends, its records read are checked
 against rows written plus rows failed (no document disappears unnoticed), the files are put in place, and
 the shard is committed to the manifest: at once for a shard read whole, by the last of its splits to finish
 otherwise. Files are named from the shard (and the split), so annotating a shard again replaces its files.
-What goes downstream is one small ``SplitResult`` per split, added up into the run's summary and report."""
+What goes downstream is one small ``SplitResult`` per split, added up into the run's summary and report
+(``summary``). The files' names are ``layout``'s."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any
 
 import apache_beam as beam
@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from distilbeam.transforms import report, state, storage
+from distilbeam.transforms.layout import TEMP_SUFFIX, output_uri, shard_files
 from distilbeam.transforms.read import Split
 from distilbeam.transforms.schema import (
     DEAD_LETTER_SCHEMA,
@@ -42,8 +43,6 @@ from distilbeam.transforms.schema import (
 )
 
 log = logging.getLogger(__name__)
-ERRORS_DIR = state.ERRORS_DIR
-SUMMARY_FILE = report.SUMMARY_FILE
 ROW_GROUP_ROWS = 16384  # rows buffered before a row group is written
 
 
@@ -58,22 +57,6 @@ class WriteSettings:
     # and the task columns the run report profiles.
     run: state.RunSettings | None = None
     tasks: tuple[str, ...] = ()
-
-
-def shard_file_name(source: str, split: Split | None = None) -> str:
-    """``part-<hash of the shard>.parquet``; a split shard's parts add ``-<split number>``."""
-    name = f"part-{hashlib.blake2b(source.encode(), digest_size=8).hexdigest()}"
-    if split is not None and not split.whole:
-        name += f"-{split.index:05d}"
-    return f"{name}.parquet"
-
-
-def shard_files(source: str, partition: str = "", split: Split | None = None) -> tuple[str, str]:
-    """A shard's (or split's) output and dead-letter files, relative to output.path: named from the shard
-    alone (in the run's date partition, if any), so annotating a shard again replaces its files in place."""
-    name = shard_file_name(source, split)
-    folder = f"{partition}/" if partition else ""
-    return f"{folder}{name}", f"{ERRORS_DIR}/{folder}{name}"
 
 
 def split_writable(
@@ -260,7 +243,7 @@ class SplitWriter:
         return None if self._s.compression == "none" else self._s.compression
 
     def _atomic(self, relative: str) -> Any:
-        return storage.atomic_file(state.output_uri(self._s.path, relative), self._s.storage_options)
+        return storage.atomic_file(output_uri(self._s.path, relative), self._s.storage_options)
 
     def commit(self) -> SplitResult:
         """Puts the split's files in place (an empty split still gets a data file with the schema), then
@@ -271,9 +254,8 @@ class SplitWriter:
             self._data_handle = self._stack.enter_context(self._atomic(self.data_file))
             self._data = pq.ParquetWriter(self._data_handle, s.schema, compression=self._compression)
         state.crash_point("write_data")  # row groups written, the footer not: a torn temporary file
-        self._data.close()
-        self._mark_duplicate_ids()
-        errors_uri = state.output_uri(s.path, self.errors_file)
+        self._close_data()
+        errors_uri = output_uri(s.path, self.errors_file)
         if self._errors is not None:
             self._errors.close()
         self._stack.close()  # both files in place: the data file first
@@ -301,6 +283,11 @@ class SplitWriter:
         stats = ShardStats(int(self._split.index == 0), *counts, dict(sorted(self._by_stage.items())))
         return SplitResult(stats, self._profile, self._timeline)
 
+    def _close_data(self) -> None:
+        """Writes the data file's footer (until then the temporary file is torn), then marks repeated ids."""
+        self._data.close()
+        self._mark_duplicate_ids()
+
     def _count(self) -> None:
         Metrics.counter("distilbeam", "docs_written").inc(self._written)
         Metrics.counter("distilbeam", "docs_failed").inc(self._failed)
@@ -325,7 +312,7 @@ class SplitWriter:
         duplicated = {i for i, n in ids.items() if n > 1}
         if not duplicated:
             return  # hashes alike, ids not
-        with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), suffix=".tmp") as patched:
+        with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), suffix=TEMP_SUFFIX) as patched:
             with pq.ParquetWriter(patched.name, self._s.schema, compression=self._compression) as out:
                 for g in range(parquet.num_row_groups):
                     out.write_table(_with_duplicate_warning(parquet.read_row_group(g), duplicated))
@@ -362,86 +349,3 @@ def _with_duplicate_warning(table: pa.Table, duplicated: set[str]) -> pa.Table:
     ]
     index = table.schema.get_field_index("warnings")
     return table.set_column(index, table.schema.field(index), pa.array(fixed, pa.list_(pa.string())))
-
-
-# -- the run's summary and report --------------------------------------------------------------------------
-
-
-def summary_dict(stats: ShardStats, facts: Mapping[str, Any], wall_seconds: float) -> dict[str, Any]:
-    return {
-        "docs_read": stats.docs_read,
-        "docs_written": stats.docs_written,
-        "docs_failed": stats.docs_failed,
-        "complete": stats.docs_read == stats.docs_written + stats.docs_failed,
-        "tokens": stats.tokens,
-        "shards": stats.shards,
-        "failed_by_stage": dict(stats.failed_by_stage),
-        "wall_seconds": round(wall_seconds, 3),
-        "docs_per_second": round(stats.docs_read / wall_seconds, 3) if wall_seconds > 0 else None,
-        **facts,
-    }
-
-
-class WriteRunReport(beam.PTransform):
-    """Every split's ``SplitResult`` -> the run's summary and report, written once every shard is in."""
-
-    def __init__(self, path: str, facts: Mapping[str, Any], run: state.RunSettings, storage_options: Any):
-        super().__init__()
-        self._fn = WriteRunReportFn(path, facts, run, storage_options)
-
-    def expand(self, results: beam.PCollection) -> beam.PCollection:
-        return (
-            results
-            | "AddUp" >> beam.CombineGlobally(AddUpResults()).with_output_types(SplitResult)
-            | "WriteSummaryAndReport" >> beam.ParDo(self._fn)
-        )
-
-
-class WriteRunReportFn(beam.DoFn):
-    """Once every shard is committed: the run's summary and report under ``_state/runs/<run id>/``, and
-    the output's top-level ``_SUMMARY.json`` and ``_REPORT.*``."""
-
-    def __init__(
-        self, path: str, facts: Mapping[str, Any], run: state.RunSettings, storage_options: Mapping[str, Any]
-    ):
-        self._path = path
-        self._facts = facts
-        self._run = run
-        self._storage_options = storage_options
-
-    def process(self, result: SplitResult) -> Iterator[dict[str, Any]]:
-        state.crash_point("before_summary")
-        summary = run_summary(
-            result.stats, result.profile, result.timeline, self._facts, self._run, time.time()
-        )
-        latest = result.stats.shards > 0 or self._run.summary_behind  # a run that changed nothing leaves them
-        report.write_run_record(self._path, summary, self._storage_options, latest=latest)
-        yield summary
-
-
-def run_summary(
-    stats: ShardStats,
-    profile: report.Profile,
-    timeline: Mapping[int, int],
-    facts: Mapping[str, Any],
-    run: state.RunSettings,
-    finished: float,
-) -> dict[str, Any]:
-    """``summary_dict`` for this run, plus the run's identity, what it chose to annotate, the whole
-    output's totals, the report's statistics, and its status (see ``report.run_status``)."""
-    base = summary_dict(stats, facts, finished - run.started)
-    summary = {
-        "run_id": run.run_id,
-        "mode": run.mode,
-        "run_date": run.run_date,
-        "started_at": state.iso_time(run.started),
-        "finished_at": state.iso_time(finished),
-        **base,
-        "selection": dict(run.selection),
-        "output": report.output_totals(run.carried, base),
-        "max_failed_fraction": run.max_failed_fraction,
-        "profile": profile.to_json(),
-        "throughput": report.throughput_series(timeline, run.started),
-    }
-    summary["status"] = report.run_status(summary)
-    return summary

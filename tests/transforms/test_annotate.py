@@ -15,9 +15,10 @@ from distilbeam.pipeline.config import from_dict
 from distilbeam.pipeline.plan import prepare, read_settings
 from distilbeam.transforms.annotate import LoadedGroup, annotate_chunk, chunks, unbatch
 from distilbeam.transforms.batching import CALLS_PER_BATCH, Batch, tokenize
+from distilbeam.transforms.layout import shard_file_name
 from distilbeam.transforms.read import Split
 from distilbeam.transforms.schema import Annotated, Document, Failure
-from distilbeam.transforms.write import WriteSettings, shard_file_name
+from distilbeam.transforms.write import WriteSettings
 
 TEXTS = [
     "The hotel in Paris was lovely and the staff were very helpful.",

@@ -331,7 +331,7 @@ def test_rows_sharing_an_id_are_all_kept_and_all_flagged(ids, chunk, row_group):
 
     import pyarrow.parquet as pq
 
-    from distilbeam.transforms import write
+    from distilbeam.transforms import layout, write
     from distilbeam.transforms.read import Split
     from distilbeam.transforms.schema import output_schema
 
@@ -346,7 +346,7 @@ def test_rows_sharing_an_id_are_all_kept_and_all_flagged(ids, chunk, row_group):
                 writer.commit()
         finally:
             write.ROW_GROUP_ROWS = original
-        rows = pq.read_table(f"{out}/{write.shard_file_name('s')}").to_pylist()
+        rows = pq.read_table(f"{out}/{layout.shard_file_name('s')}").to_pylist()
     assert [r["offset"] for r in rows] == list(range(len(ids)))
     for r in rows:
         assert ("duplicate_id" in r["warnings"]) == (ids.count(r["id"]) > 1)

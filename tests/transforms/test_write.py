@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from distilbeam.transforms.layout import ERRORS_DIR, shard_file_name
 from distilbeam.transforms.read import Split
 from distilbeam.transforms.schema import (
     DEAD_LETTER_SCHEMA,
@@ -18,17 +19,9 @@ from distilbeam.transforms.schema import (
     ShardStats,
     output_schema,
 )
+from distilbeam.transforms.summary import summary_dict
 from distilbeam.transforms.tasks import classify, ner
-from distilbeam.transforms.write import (
-    ERRORS_DIR,
-    SplitResult,
-    SplitWriter,
-    WriteSettings,
-    shard_file_name,
-    split_writable,
-    summary_dict,
-    total,
-)
+from distilbeam.transforms.write import SplitResult, SplitWriter, WriteSettings, split_writable, total
 
 # The contract, spelled out independently of the code that builds it.
 CLASSIFY = pa.struct(

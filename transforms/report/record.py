@@ -7,14 +7,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from distilbeam.transforms import storage
+from distilbeam.transforms import layout, storage
+from distilbeam.transforms.layout import REPORT_HTML, REPORT_MD, SUMMARY_FILE
 from distilbeam.transforms.report.html import render_html
 from distilbeam.transforms.report.markdown import render_markdown
-from distilbeam.transforms.state import RUNS_DIR, state_uri
-
-SUMMARY_FILE = "_SUMMARY.json"
-REPORT_MD = "_REPORT.md"
-REPORT_HTML = "_REPORT.html"
 
 
 def write_run_record(
@@ -27,8 +23,8 @@ def write_run_record(
     who sees the new summary sees the new report. Returns nothing; storage errors propagate."""
     text = json.dumps(summary, indent=2) + "\n"
     md, page = render_markdown(summary), render_html(summary)
-    run_dir = state_uri(path, RUNS_DIR, str(summary["run_id"]))
-    files = [("summary.json", text), ("report.md", md), ("report.html", page)]
+    run_dir = layout.run_record_uri(path, str(summary["run_id"]))
+    files = [(layout.RUN_SUMMARY, text), (layout.RUN_REPORT_MD, md), (layout.RUN_REPORT_HTML, page)]
     for name, content in files:
         data = content.encode()
         storage.write_atomic(storage.join(run_dir, name), lambda f, d=data: f.write(d), storage_options)
