@@ -22,7 +22,7 @@ from pathlib import Path
 
 from distilbeam.pipeline import bench, config, metrics, runs, training
 from distilbeam.pipeline.options import pipeline_options, worker_processes
-from distilbeam.transforms import SetupError, layout, state
+from distilbeam.transforms import SetupError, layout, lock, state
 from distilbeam.transforms.devices import cpu_cores
 
 log = logging.getLogger("distilbeam")
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             full_refresh=args.full_refresh,
             metrics_path=args.metrics,
         )
-    except state.OutputLocked as exc:
+    except lock.OutputLocked as exc:
         print(f"distilbeam: error: {exc}", file=sys.stderr)
         return runs.EXIT_LOCKED
     except SetupError as exc:
@@ -111,7 +111,7 @@ def run(
     if runners.is_dry_run(options):  # the job is built and checked; the output is not touched
         return _launch(cfg, options, run_id, force, full_refresh, detach, dry_run=True, metrics_path=None)
     layout.check_output_folder(cfg.output.path, cfg.output.storage_options, writable=True)
-    with state.OutputLock(cfg.output.path, cfg.output.storage_options, run_id):
+    with lock.OutputLock(cfg.output.path, cfg.output.storage_options, run_id):
         return _launch(
             cfg, options, run_id, force, full_refresh, detach, dry_run=False, metrics_path=metrics_path
         )
