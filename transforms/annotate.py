@@ -30,7 +30,6 @@ from distilbeam.transforms.batching import CALLS_PER_BATCH, Batch, plan_batches,
 from distilbeam.transforms.progress import ProgressFile
 from distilbeam.transforms.read import ReadSettings, Split, read_split
 from distilbeam.transforms.schema import Annotated, Document, Failure
-from distilbeam.transforms.state import crash_point
 from distilbeam.transforms.tasks.base import TaskHandler
 from distilbeam.transforms.write import SplitResult, SplitWriter, WriteSettings
 
@@ -196,8 +195,6 @@ class AnnotateSplitFn(beam.DoFn):
                 docs = [r for r in chunk if isinstance(r, Document)]
                 failures = [r for r in chunk if isinstance(r, Failure)]
                 annotated, failed = annotate_chunk(docs, self._models()) if docs else ([], [])
-                for _ in chunk:  # every record finished, annotated or dead-lettered
-                    crash_point("annotate")
                 writer.write(annotated, failures + failed, records=len(chunk), started=started)
                 started = time.time()
                 self._progress.add(done=len(chunk))

@@ -17,8 +17,6 @@ import datetime
 import json
 import os
 import posixpath
-import signal
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -28,10 +26,6 @@ from fsspec.implementations.local import LocalFileSystem
 
 from distilbeam.transforms import SetupError, layout, storage
 from distilbeam.transforms.layout import SHARDS_DIR, SPLITS_DIR, entry_name, output_uri, state_uri
-
-# Crash-test hook: ``point`` or ``point:N`` makes the process SIGKILL itself the Nth time it reaches that
-# point (see ``crash_point``). Unset in normal runs, where a crash point costs one dictionary lookup.
-CRASH_ENV = "DISTILBEAM_CRASH_AT"
 
 # -- shards and their identity -------------------------------------------------------------------------
 
@@ -360,7 +354,6 @@ def commit_shard(
         committed_at=iso_time(time.time()),
     )
     write_entry(path, entry, storage_options)
-    crash_point("after_entry")
     for relative in run.previous.get(source, ()):
         if relative not in entry.files():
             uri = output_uri(path, relative)
@@ -376,27 +369,6 @@ def _remove_folder_if_empty(uri: str, storage_options: Mapping[str, Any]) -> Non
     if isinstance(fs, LocalFileSystem) and layout.is_partition(os.path.basename(folder)):
         with contextlib.suppress(OSError):  # not empty, or gone already
             os.rmdir(folder)
-
-
-# -- crash-test hook -----------------------------------------------------------------------------------
-
-_crash_counts: dict[str, int] = {}
-_crash_guard = threading.Lock()
-
-
-def crash_point(name: str) -> None:
-    """Kills this process with SIGKILL when ``DISTILBEAM_CRASH_AT`` names this point (``name`` or
-    ``name:N`` for its Nth passage). Lets tests interrupt a run exactly where a real crash would hurt."""
-    wanted = os.environ.get(CRASH_ENV)
-    if not wanted:
-        return
-    point, _, nth = wanted.partition(":")
-    if point != name:
-        return
-    with _crash_guard:
-        _crash_counts[name] = _crash_counts.get(name, 0) + 1
-        if _crash_counts[name] >= int(nth or 1):
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def iso_time(ts: float) -> str:

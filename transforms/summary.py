@@ -58,7 +58,6 @@ class WriteRunReportFn(beam.DoFn):
         self._storage_options = storage_options
 
     def process(self, result: SplitResult) -> Iterator[dict[str, Any]]:
-        state.crash_point("before_summary")
         summary = run_summary(
             result.stats, result.profile, result.timeline, self._facts, self._run, time.time()
         )

@@ -253,16 +253,12 @@ class SplitWriter:
         if self._data is None:
             self._data_handle = self._stack.enter_context(self._atomic(self.data_file))
             self._data = pq.ParquetWriter(self._data_handle, s.schema, compression=self._compression)
-        state.crash_point("write_data")  # row groups written, the footer not: a torn temporary file
         self._close_data()
         errors_uri = output_uri(s.path, self.errors_file)
         if self._errors is not None:
             self._errors.close()
         self._stack.close()  # both files in place: the data file first
-        state.crash_point("after_data")
-        if self._errors is not None:
-            state.crash_point("after_errors")
-        else:  # a dead letter left by an earlier run of this split would be stale
+        if self._errors is None:  # a dead letter left by an earlier run of this split would be stale
             storage.remove(errors_uri, s.storage_options)
         self._count()
         if self._read != self._written + self._failed:

@@ -1,7 +1,7 @@
-"""Crash safety: a run killed with SIGKILL at any moment (inside the pipeline at named points, including
-half-way through writing a file and between writing a shard and committing it, or after a random delay)
-and run again ends with exactly the documents of a clean run, each once; nothing half-written is ever
-visible, and each re-run annotates only the shards the killed run had not committed."""
+"""Crash safety: a run killed with SIGKILL at any moment (inside the pipeline at the points tests/crashes.py
+names, including half-way through writing a file and between writing a shard and committing it, or after a
+random delay) and run again ends with exactly the documents of a clean run, each once; nothing half-written
+is ever visible, and each re-run annotates only the shards the killed run had not committed."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from distilbeam.transforms import state
 from tests.conftest import REPO, run_cli
+from tests.crashes import POINTS, inject, run_crashing
 from tests.e2e import helpers as h
 
 SHARDS, DOCS = 6, 3
@@ -31,6 +31,28 @@ CHAIN = [
     ("after_errors:1", 0),  # a shard's files in place, its manifest entry not yet
     ("before_summary", None),  # every remaining shard committed, the summary not yet written
 ]
+
+
+def test_a_crash_point_kills_on_its_nth_passage():
+    code = (
+        "from tests.crashes import Countdown\n"
+        "countdown = Countdown(3)\n"
+        "for i in range(1, 5):\n"
+        "    print(i, flush=True)\n"
+        "    countdown.count(0)\n"
+        "    countdown.count()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO)
+    assert done.returncode == -signal.SIGKILL
+    assert done.stdout.split() == ["1", "2", "3"]
+
+
+def test_every_crash_point_is_reached_by_a_test():
+    chained = {point.split(":")[0] for point, _ in CHAIN}
+    assert set(POINTS) - chained == {"after_data"}  # tests/e2e/test_split_shards.py kills there
+    with pytest.raises(ValueError, match="unknown crash point 'nowhere'"):
+        inject("nowhere")
 
 
 def long_corpus(directory):
@@ -89,7 +111,7 @@ def test_killed_runs_resume_to_exactly_the_documents_of_a_clean_run(
     for point, commits in CHAIN:
         before = h.entries(out)
         before_mtimes = {s: (out / e["outputs"][0]).stat().st_mtime_ns for s, e in before.items()}
-        killed = run_cli("run", "--config", str(cfg), env={state.CRASH_ENV: point})
+        killed = run_crashing(point, "run", "--config", str(cfg))
         assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-2000:])
         check_visible_state(out, point)
         after = h.entries(out)
@@ -144,7 +166,7 @@ def test_a_kill_half_way_keeps_the_shards_committed_before_it(models_dir, write_
     out = tmp_path / "out"
     cfg = write_config(crash_config(models_dir, inputs, out))
     per_shard = DOCS + 1  # annotated documents and the dead-lettered one
-    killed = run_cli("run", "--config", str(cfg), env={state.CRASH_ENV: f"annotate:{3 * per_shard + 1}"})
+    killed = run_crashing(f"annotate:{3 * per_shard + 1}", "run", "--config", str(cfg))
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     check_visible_state(out, "half-way")
     committed = h.entries(out)
@@ -180,7 +202,7 @@ def test_a_kill_after_moving_a_shard_to_a_new_partition_is_cleaned_up(models_dir
     day2 = write_config(
         h.config(models_dir, inputs, out, partition_by="run_date", run_date="2026-05-02"), "d2.yaml"
     )
-    killed = run_cli("run", "--config", str(day2), env={state.CRASH_ENV: "after_entry"})
+    killed = run_crashing("after_entry", "run", "--config", str(day2))
     assert killed.returncode == -signal.SIGKILL
     # Committed to the new partition, the old file not yet removed: the manifest lists each shard once.
     assert sorted(e["outputs"][0].split("/")[0] for e in h.entries(out).values()) == [

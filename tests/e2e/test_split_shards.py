@@ -9,8 +9,8 @@ import signal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distilbeam.transforms import state
 from tests.conftest import run_cli, write_jsonl
+from tests.crashes import run_crashing
 from tests.e2e import helpers as h
 
 SPLIT_MB = 0.002  # about 2 KB: the shards below are read in several splits
@@ -70,7 +70,7 @@ def test_a_run_killed_between_splits_leaves_the_shard_uncommitted(models_dir, wr
     cfg = h.config(models_dir, inputs, out)
     cfg["input"]["split_mb"] = SPLIT_MB
     path = write_config(cfg)
-    killed = run_cli("run", "--config", str(path), env={state.CRASH_ENV: "after_data:2"})
+    killed = run_crashing("after_data:2", "run", "--config", str(path))
     assert killed.returncode == -signal.SIGKILL
     assert h.entries(out) == {}  # two splits' files in place, the shard not committed
     assert len(h.data_files(out)) == 2

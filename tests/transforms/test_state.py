@@ -1,16 +1,13 @@
-"""The manifest, shard selection, clean-up after a crash and the crash-test hook."""
+"""The manifest, shard selection and clean-up after a crash."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 
 from distilbeam.transforms import state
-from tests.conftest import REPO
 
 
 def entry(source: str, **kw) -> state.ShardEntry:
@@ -124,17 +121,3 @@ def test_an_entry_written_before_shards_were_split_still_reads(tmp_path):
     del old["outputs"]
     e = state.ShardEntry.from_json(old)
     assert e.files() == ["part-aaaaaaaaaaaaaaaa.parquet", "_errors/part-aaaaaaaaaaaaaaaa.parquet"]
-
-
-def test_crash_point_kills_on_its_nth_passage():
-    code = (
-        "from transforms import state\n"
-        "for i in range(1, 5):\n"
-        "    print(i, flush=True)\n"
-        "    state.crash_point('other')\n"
-        "    state.crash_point('here')\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO), state.CRASH_ENV: "here:3"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert done.returncode == -9
-    assert done.stdout.split() == ["1", "2", "3"]
