@@ -8,7 +8,6 @@ import dataclasses
 import hashlib
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -21,10 +20,8 @@ from distilbeam.transforms.annotate import TaskGroup
 from distilbeam.transforms.read import ReadSettings, Shard, find_shards
 from distilbeam.transforms.schema import output_schema
 from distilbeam.transforms.state import RunSettings
-from distilbeam.transforms.tasks import TASK_KINDS, Runtime, TaskHandler
-from distilbeam.transforms.tasks.base import resolve_max_length
-
-RANDOM_WEIGHTS_KEY = "distilbeam_random_weights"  # set in config.json by `distilbeam demo-models`
+from distilbeam.transforms.tasks import Runtime, TaskHandler, TaskSettings
+from distilbeam.transforms.tasks.build import build_handler
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,54 +95,12 @@ def read_settings(cfg: Config) -> ReadSettings:
     return ReadSettings(i.format, i.id_field, i.text_field, i.max_chars, i.storage_options, i.long_documents)
 
 
-def worker_settings(settings: Any, path: Path) -> Any:
-    """The task's settings as workers get them: a local model directory as an absolute path, since a worker
-    may run in another directory (or on another machine, where the path must exist too)."""
-    if not settings.ref.is_local:
-        return settings
-    return dataclasses.replace(settings, model=str(path.resolve()))
-
-
 def resolve_task(
-    name: str, settings: Any, runtime: Runtime, max_tokens: int
+    name: str, settings: TaskSettings, runtime: Runtime, max_tokens: int | str
 ) -> tuple[TaskHandler, str, dict[str, Any]]:
-    where = f"tasks.{name}.model"
-    kind = TASK_KINDS[settings.kind]
+    """Task ``name``'s handler, its tokenizer's identity and the task's identity, built from its settings by
+    ``build_handler``; a problem with the task's settings or model is a ``ConfigError`` naming its key."""
     try:
-        path = models.local_dir(settings.ref)
-        config = models.read_config(path, settings.model)
-        kind.Handler.check_model(settings.model, config)
-        weights = models.weight_files(path, settings.ref)
-        tokenizer = models.load_tokenizer(path)
+        return build_handler(name, settings, runtime, max_tokens)
     except SetupError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    except OSError as exc:  # the Hub or a store refused: name the model and pass on what it said
-        raise ConfigError(f"{where}: cannot load {settings.model}: {exc}") from None
-    max_length = resolve_max_length(settings, config, tokenizer)
-    frame = models.special_frame(tokenizer)
-    handler = kind.Handler(name, worker_settings(settings, path), runtime, max_tokens, max_length, frame)
-    if handler.body < 1:
-        raise ConfigError(
-            f"tasks.{name}.max_length: {max_length} tokens leave no room for text beside the model's "
-            f"{max_length - handler.body} special tokens"
-        )
-    try:
-        handler.resolve_model(tokenizer, config)
-    except SetupError as exc:
-        raise ConfigError(f"tasks.{name}: {exc}") from None
-    problem = handler.settings_problem()
-    if problem:
-        raise ConfigError(f"tasks.{name}.{problem}")
-    identity = {
-        "kind": settings.kind,
-        "model": settings.model,
-        "revision": settings.revision,
-        "weights_sha256": models.weights_sha256(weights),
-        "max_length": max_length,
-        "numerics": runtime.numerics(),
-    }
-    if kind.Handler.labelled:
-        identity["labels"] = [config["id2label"][k] for k in sorted(config["id2label"], key=int)]
-    if config.get(RANDOM_WEIGHTS_KEY):
-        identity["random_weights"] = True
-    return handler, models.tokenizer_identity(tokenizer), identity
+        raise ConfigError(str(exc)) from None

@@ -140,7 +140,7 @@ def test_worker_without_a_local_model_says_what_to_do(launch_dir, tmp_path_facto
 
 
 def test_remote_models_are_left_for_workers_to_fetch():
-    from distilbeam.pipeline.plan import worker_settings
+    from distilbeam.transforms.tasks.build import worker_settings
     from distilbeam.transforms.tasks.classify import Settings
 
     remote = Settings(model="gs://bucket/models/sst2")

@@ -1,5 +1,5 @@
-"""What every task kind shares: its settings' common keys and a Beam ``ModelHandler`` that loads the model
-once per worker process, turns a batch of tokenized documents into padded model inputs, runs the model under
+"""What every task kind shares: a Beam ``ModelHandler`` that loads the model once per worker process (see
+``runtime``), turns a batch of tokenized documents into padded model inputs, runs the model under
 ``torch.inference_mode`` and isolates failures by splitting the batch, so one bad document cannot take its
 neighbours down. On a GPU a call that runs out of memory is split and retried instead; an error that leaves
 the device unusable fails the bundle, so the runner retries it on a fresh worker."""
@@ -7,13 +7,8 @@ the device unusable fails the bundle, so the runner retries it on a fresh worker
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import functools
 import logging
-import os
-import threading
 import time
-import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -22,108 +17,21 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
-from distilbeam.transforms import devices, models
-from distilbeam.transforms.batching import (
-    CALL_OVERHEAD_TOKENS,
-    Batch,
-    Tokenized,
-    device_kind,
-    model_width,
-    plan_slices,
-    resolve_max_tokens,
-    windows,
-)
+from distilbeam.transforms import devices
+from distilbeam.transforms.batching import Batch, Tokenized, plan_slices, windows
 from distilbeam.transforms.schema import Failure
+from distilbeam.transforms.tasks.runtime import (
+    Loaded,
+    Runtime,
+    TaskSettings,
+    cpu_calls,
+    load,
+    torch_threads,
+    use_device,
+    use_threads,
+)
 
 log = logging.getLogger(__name__)
-
-# On a CPU, as many model calls at a time per process as its cores hold calls of the torch threads it was
-# given: one when each call spreads over every core, one per core when workers run one thread each (the
-# DirectRunner's threads sharing a process); more would only oversubscribe the cores. On a GPU calls may
-# overlap: one thread's host work hides another's transfer.
-_CPU_CALLS: dict[int, threading.BoundedSemaphore] = {}
-_CPU_CALLS_LOCK = threading.Lock()
-
-
-def _cpu_calls(threads: int) -> threading.BoundedSemaphore:
-    with _CPU_CALLS_LOCK:
-        if threads not in _CPU_CALLS:
-            _CPU_CALLS[threads] = threading.BoundedSemaphore(max(1, devices.cpu_cores() // max(1, threads)))
-        return _CPU_CALLS[threads]
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskSettings:
-    """Keys every task takes; each kind's ``Settings`` adds its own."""
-
-    kind: ClassVar[str]
-    model: str
-    revision: str | None = None
-    # Load a pytorch_model.bin (pickle, which can run code) for a model you trust; safetensors otherwise.
-    allow_pickle: bool = False
-    # Tokens per model window, special tokens included; null takes the model's own limit.
-    max_length: int | None = None
-    # Passed to the fsspec filesystem of an s3:// / gs:// ... model directory (endpoint, profile...).
-    storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
-
-    @property
-    def ref(self) -> models.ModelRef:
-        return models.ModelRef(self.model, self.revision, self.allow_pickle, self.storage_options)
-
-
-@dataclasses.dataclass(frozen=True)
-class Runtime:
-    device: str = "auto"
-    precision: str = "auto"
-    torch_threads: int | None = None
-    worker_processes: int = 1  # processes sharing this machine's cores; 0: one process per core
-    # The device kind (cpu or cuda) the launch resolved ``device`` to and put in the annotation hash
-    # (``runners.planned_device``); a worker that would run another refuses to load the model.
-    # None where nothing was planned (benchmarks, tests).
-    planned_device: str | None = None
-
-    def resolve_device(self) -> str:
-        """The device this process runs the models on: ``auto`` is the GPU where torch can use one."""
-        import torch
-
-        if self.device == "auto":
-            # int8 is dynamic quantisation of the linear layers, which runs on the CPU only.
-            return "cuda" if torch.cuda.is_available() and self.precision != "int8" else "cpu"
-        return self.device
-
-    def numerics(self) -> dict[str, str]:
-        """The numeric path rows are computed on, as planned (or as this process resolves it): the device
-        kind and the effective precision. Part of each task's identity, so of the annotation hash."""
-        kind = self.planned_device or device_kind(self.resolve_device())
-        return {"device": kind, "precision": devices.effective_precision(self.precision, kind)}
-
-    def threads(self) -> int:
-        if self.torch_threads:
-            return self.torch_threads
-        if self.worker_processes == 0:
-            return 1
-        return max(1, devices.cpu_cores() // self.worker_processes)
-
-
-@dataclasses.dataclass
-class Loaded:
-    """A model on its device with what post-processing needs from its tokenizer and config."""
-
-    model: Any
-    device: str
-    autocast_dtype: Any  # torch dtype for autocast on accelerators, or None
-    pad_id: int
-    tokenizer: Any
-    id2label: dict[int, str]
-    problem_type: str | None
-    threads: int = 1  # torch intra-op threads for every thread that runs this model
-    max_tokens: int = 2048  # padded tokens per model call
-    call_overhead: int = CALL_OVERHEAD_TOKENS["cpu"]  # see ``plan_slices``
-    load_started: float = 0.0  # time.monotonic() when loading began, for the start-up metric
-    first_call_done: bool = False
-    # Shared by every model on this device in the process (see ``_device_state``).
-    calls: devices.CallGate = dataclasses.field(default_factory=devices.CallGate)
-    busy: devices.BusyClock | None = None  # GPU only
 
 
 class TaskHandler(ModelHandler):
@@ -159,70 +67,16 @@ class TaskHandler(ModelHandler):
 
     # -- the ModelHandler contract -------------------------------------------------------------------
     def load_model(self) -> Loaded:
-        import torch
-        import transformers
-
-        started = time.monotonic()
-        device = self.runtime.resolve_device()
-        # Before anything is loaded: a worker that cannot run what the launch planned fails here, loudly.
-        devices.check_device(self.name, device, self.runtime.planned_device)
-        threads = self.runtime.threads()
-        torch.set_num_threads(threads)
-        # The fast tokenizers' thread pool too (read when it starts, at the first batch it tokenizes): worker
-        # processes sharing the machine would otherwise each start one thread per core.
-        os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
-        path = models.worker_dir(self.settings.ref)
-        tokenizer = models.load_tokenizer(path)
-        # Weights in fp32 whatever dtype the checkpoint was saved in, for every precision: int8 quantises
-        # fp32 weights, and on a GPU fp16 and bf16 run under autocast over fp32 weights, which keeps layer
-        # norms, softmax and reductions in fp32 while matrix multiplies run in half precision. The cost is
-        # the weights' memory (about 265 MB for DistilBERT-base), small beside a GPU's.
-        model = models.load_model(
-            path, getattr(transformers, self.auto_class_name), self.settings.ref, dtype=torch.float32
-        )
-        if self.runtime.precision == "int8":
-            model = quantize_int8(model)
-        if device_kind(device) == "cuda":
-            # The current device is per thread and stays cuda:0 unless set: allocations without a device,
-            # and the streams timing events are recorded on, would otherwise land on the wrong GPU.
-            torch.cuda.set_device(torch.device(device))
-            log.info("task %s: %s, %s", self.name, torch.cuda.get_device_name(device), devices.cuda_facts())
-        model.to(device)
-        autocast = devices.autocast_dtype(self.runtime.precision, device_kind(device))
-        max_tokens = resolve_max_tokens(self.max_tokens, device, model_width(model.config))
-        numerics = devices.effective_precision(self.runtime.precision, device_kind(device))
-        log.info(
-            "task %s: loaded %s on %s (%s, %d threads, %d tokens per call)",
-            self.name,
-            self.settings.model,
-            device,
-            numerics,
-            torch.get_num_threads(),
-            max_tokens,
-        )
-        gate, busy = _device_state(device)
-        return Loaded(
-            model=model,
-            device=device,
-            autocast_dtype=autocast,
-            pad_id=tokenizer.pad_token_id or 0,
-            tokenizer=tokenizer,
-            id2label={int(k): v for k, v in model.config.id2label.items()},
-            problem_type=getattr(model.config, "problem_type", None),
-            threads=threads,
-            max_tokens=max_tokens,
-            call_overhead=CALL_OVERHEAD_TOKENS[device_kind(device)],
-            load_started=started,
-            calls=gate,
-            busy=busy,
-        )
+        """The task's model and tokenizer, loaded once per worker process onto the device its runtime
+        resolves (see ``runtime.load``)."""
+        return load(self.name, self.settings, self.runtime, self.auto_class_name, self.max_tokens)
 
     def run_inference(
         self, batch: Batch, model: Loaded, inference_args: dict | None = None
     ) -> Iterable[Batch]:
-        _use_threads(model.threads)
-        _use_device(model.device)
-        Metrics.distribution(self.get_metrics_namespace(), "torch_threads").update(_torch_threads())
+        use_threads(model.threads)
+        use_device(model.device)
+        Metrics.distribution(self.get_metrics_namespace(), "torch_threads").update(torch_threads())
         previous = [_first_failure(batch, i) for i in range(len(batch))]
         todo = [i for i, f in enumerate(previous) if f is None]
         results: list[Any] = list(previous)
@@ -314,15 +168,7 @@ class TaskHandler(ModelHandler):
                 raise
             if len(items) == 1:
                 doc = items[0].item.doc
-                failure = Failure.of(
-                    "infer",
-                    exc,
-                    f"task {self.name}: {exc}",
-                    source=doc.source,
-                    offset=doc.offset,
-                    id=doc.id,
-                    raw=doc.text[:1024],
-                )
+                failure = Failure.of_document("infer", exc, f"task {self.name}: {exc}", doc)
                 # The message, not the exception: a log handler that keeps records would keep its tensors.
                 log.warning("%s (document %s of %s)", failure.message, doc.id, doc.source)
         _release_accelerator_memory(model)
@@ -460,7 +306,7 @@ class TaskHandler(ModelHandler):
         if segments is not None:
             inputs["token_type_ids"] = torch.from_numpy(segments)
         if model.device == "cpu":
-            with _cpu_calls(model.threads), torch.inference_mode():
+            with cpu_calls(model.threads), torch.inference_mode():
                 return self.model_output(model.model(**inputs), inputs["attention_mask"]), None
         with torch.inference_mode():
             inputs = _to_device(inputs, model.device)
@@ -499,111 +345,11 @@ def _to_device(inputs: dict[str, Any], device: str) -> dict[str, Any]:
     return {k: v.pin_memory().to(device, non_blocking=True) for k, v in inputs.items()}
 
 
-def quantize_int8(model: Any) -> Any:
-    """Dynamic int8 quantisation of the encoder's linear layers: weights int8 with a scale per output
-    channel, activations quantised per call. About a quarter of the weight memory and faster matrix
-    multiplies, at a small cost in accuracy (see the README's Performance section). The task head stays in
-    fp32: it costs next to nothing and decides the labels. On CPUs with int8 dot-product instructions (VNNI)
-    activations keep their full 8-bit range, which roughly halves the error of the 7-bit range that older
-    CPUs need to avoid overflow."""
-    import torch
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    encoder = "" if model.base_model is model else model.base_model_prefix + "."
-    layers = {
-        name: per_channel_dynamic_qconfig
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and name.startswith(encoder)
-    }
-    int8_linear = _full_range_int8_linear() if _cpu_has_vnni() else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch points at torchao; the eager API is what runs here
-        if int8_linear is None:
-            return quantize_dynamic(model, layers, dtype=torch.qint8)
-        return quantize_dynamic(model, layers, dtype=torch.qint8, mapping={torch.nn.Linear: int8_linear})
-
-
-def _cpu_has_vnni() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
-
-
-@functools.cache
-def _full_range_int8_linear() -> type:
-    import torch
-    from torch.ao.nn.quantized.dynamic import Linear
-
-    class FullRangeInt8Linear(Linear):
-        """torch's dynamic int8 linear layer without its fixed 7-bit activation range."""
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            packed = self._packed_params._packed_params
-            return torch.ops.quantized.linear_dynamic(x, packed, reduce_range=False).to(x.dtype)
-
-    return FullRangeInt8Linear
-
-
-def resolve_max_length(settings: TaskSettings, config: dict[str, Any], tokenizer: Any) -> int:
-    """Tokens per window: the configured value, capped by what the model and tokenizer accept."""
-    limits = [config.get("max_position_embeddings"), tokenizer.model_max_length]
-    limit = min(v for v in limits if isinstance(v, int) and 0 < v < 1_000_000)
-    return min(settings.max_length or limit, limit)
-
-
 def _first_failure(batch: Batch, i: int) -> Failure | None:
     for values in batch.results.values():
         if isinstance(values[i], Failure):
             return values[i]
     return None
-
-
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
-def _use_threads(threads: int) -> None:
-    """torch keeps its thread count per OS thread (OpenMP): a runner thread that ran torch work before this
-    model loaded keeps the count it had then. Set it in the thread that runs the model."""
-    import torch
-
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-
-
-def _use_device(device: str) -> None:
-    """The current CUDA device is per OS thread too: make the model's current in the thread that runs it."""
-    if device.startswith("cuda"):
-        import torch
-
-        index = torch.device(device).index
-        if index is not None and torch.cuda.current_device() != index:
-            torch.cuda.set_device(index)
-
-
-# Per device in this process: the gate its model calls pass (see ``devices.CallGate``) and, on a GPU, the
-# clock of its busy time, shared by every model and thread using the device.
-_DEVICES: dict[str, tuple[devices.CallGate, devices.BusyClock | None]] = {}
-_DEVICES_LOCK = threading.Lock()
-
-
-def _device_state(device: str) -> tuple[devices.CallGate, devices.BusyClock | None]:
-    with _DEVICES_LOCK:
-        if device not in _DEVICES:
-            busy = None
-            if device.startswith("cuda"):
-                import torch
-
-                origin = torch.cuda.Event(enable_timing=True)
-                origin.record(torch.cuda.current_stream(device))
-                busy = devices.BusyClock(origin)
-            _DEVICES[device] = (devices.CallGate(), busy)
-        return _DEVICES[device]
 
 
 def _out_of_memory(result: Any) -> bool:
