@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distilbeam.pipeline import demo
+from distilbeam.transforms.tasks import demo_models
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,12 +32,12 @@ def models_dir(tmp_path_factory) -> Path:
     """Tiny models sharing one uncased tokenizer: classifier, multi-label classifier, single-logit
     classifier, and token classifier; plus a token classifier with a cased tokenizer of its own."""
     root = tmp_path_factory.mktemp("models")
-    texts = demo.corpus()
-    demo.build_tokenizer(root / "tokenizer", texts)
-    demo.build_tokenizer(root / "tokenizer-cased", texts, lowercase=False)
-    build = demo.build_model
+    texts = demo_models.corpus()
+    demo_models.build_tokenizer(root / "tokenizer", texts)
+    demo_models.build_tokenizer(root / "tokenizer-cased", texts, lowercase=False)
+    build = demo_models.build_model
     kw = {"dim": 32, "layers": 2, "heads": 2, "hidden": 64}
-    build(root / "classifier", "sequence", demo.SENTIMENT_LABELS, root / "tokenizer", seed=1, **kw)
+    build(root / "classifier", "sequence", demo_models.SENTIMENT_LABELS, root / "tokenizer", seed=1, **kw)
     build(
         root / "multilabel",
         "sequence",
@@ -48,7 +48,7 @@ def models_dir(tmp_path_factory) -> Path:
         **kw,
     )
     build(root / "single-logit", "sequence", ("relevant",), root / "tokenizer", seed=4, **kw)
-    build(root / "ner", "token", demo.NER_LABELS, root / "tokenizer", seed=2, **kw)
+    build(root / "ner", "token", demo_models.NER_LABELS, root / "tokenizer", seed=2, **kw)
     build(
         root / "ner-cased", "token", ("O", "B-ENT", "I-ENT", "MISC"), root / "tokenizer-cased", seed=5, **kw
     )
@@ -104,10 +104,12 @@ def base_models_dir(tmp_path_factory) -> Path:
     tokenizer.model_max_length = 512
     tokenizer.save_pretrained(str(root / "tokenizer"))
     base = {"dim": 768, "layers": 6, "heads": 12, "hidden": 3072}
-    demo.build_model(
-        root / "classifier", "sequence", demo.SENTIMENT_LABELS, root / "tokenizer", seed=11, **base
+    demo_models.build_model(
+        root / "classifier", "sequence", demo_models.SENTIMENT_LABELS, root / "tokenizer", seed=11, **base
     )
-    demo.build_model(root / "ner", "token", demo.NER_LABELS, root / "tokenizer", seed=12, **base)
+    demo_models.build_model(
+        root / "ner", "token", demo_models.NER_LABELS, root / "tokenizer", seed=12, **base
+    )
     return root
 
 
@@ -116,7 +118,7 @@ def task_models(models_dir) -> Path:
     """More tiny models in ``models_dir``: question answering with the uncased and the cased tokenizer, a
     BERT question-answering model (token type ids) on the real uncased BERT vocabulary, and a plain
     encoder for embeddings."""
-    build = demo.build_model
+    build = demo_models.build_model
     kw = {"dim": 32, "layers": 2, "heads": 2, "hidden": 64}
     build(models_dir / "qa", "qa", (), models_dir / "tokenizer", seed=6, **kw)
     build(models_dir / "qa-cased", "qa", (), models_dir / "tokenizer-cased", seed=7, **kw)
@@ -183,8 +185,10 @@ def lexicon_models(models_dir) -> Path:
     root = models_dir / "lexicon"
     tokenizer = AutoTokenizer.from_pretrained(str(models_dir / "tokenizer"))
     kw = {"dim": 32, "layers": 1, "heads": 2, "hidden": 64}
-    ner_dir = demo.build_model(root / "ner", "token", demo.NER_LABELS, models_dir / "tokenizer", **kw)
-    qa_dir = demo.build_model(root / "qa", "qa", (), models_dir / "tokenizer", **kw)
+    ner_dir = demo_models.build_model(
+        root / "ner", "token", demo_models.NER_LABELS, models_dir / "tokenizer", **kw
+    )
+    qa_dir = demo_models.build_model(root / "qa", "qa", (), models_dir / "tokenizer", **kw)
     hadamard = torch.ones(1, 1)
     while len(hadamard) < 32:
         hadamard = torch.cat([torch.cat([hadamard, hadamard], 1), torch.cat([hadamard, -hadamard], 1)])
@@ -207,7 +211,7 @@ def lexicon_models(models_dir) -> Path:
     with torch.no_grad():
         ner = DistilBertForTokenClassification.from_pretrained(str(ner_dir))
         words = context_free(ner)
-        labels = {label: i for i, label in enumerate(demo.NER_LABELS)}
+        labels = {label: i for i, label in enumerate(demo_models.NER_LABELS)}
         words[:] = directions[labels["O"]]
         for label, lexicon in LEXICON.items():
             for word in lexicon:

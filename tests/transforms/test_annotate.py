@@ -4,21 +4,26 @@ that task's model on the document alone, across tokenizer groups, batches and ch
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import apache_beam as beam
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from distilbeam.pipeline.config import from_dict
-from distilbeam.pipeline.plan import prepare, read_settings
-from distilbeam.transforms.annotate import LoadedGroup, annotate_chunk, chunks, unbatch
+from distilbeam.transforms.annotate import LoadedGroup, TaskGroup, annotate_chunk, chunks, unbatch
 from distilbeam.transforms.batching import CALLS_PER_BATCH, Batch, tokenize
 from distilbeam.transforms.layout import shard_file_name
-from distilbeam.transforms.read import Split
-from distilbeam.transforms.schema import Annotated, Document, Failure
+from distilbeam.transforms.read import ReadSettings, Split
+from distilbeam.transforms.schema import Annotated, Document, Failure, output_schema
+from distilbeam.transforms.tasks import Runtime, TaskHandler, TaskSettings
+from distilbeam.transforms.tasks.build import build_handler
 from distilbeam.transforms.write import WriteSettings
+from tests.transforms.handlers import task_settings
 
 TEXTS = [
     "The hotel in Paris was lovely and the staff were very helpful.",
@@ -33,28 +38,40 @@ TEXTS = [
 DOCS = [Document(f"doc-{i}", "/data/shard.txt", i, t) for i, t in enumerate(TEXTS)]
 
 
-def make_plan(models_dir, tmp_path_factory, max_tokens):
+CPU = Runtime(device="cpu", torch_threads=1)
+READ = ReadSettings(None, "id", "text", 1_000_000, {})  # the config's input defaults
+
+
+@dataclasses.dataclass(frozen=True)
+class Planned:
+    """What a run plans for these tests: the tasks grouped by tokenizer, the output schema, the shard."""
+
+    groups: list[TaskGroup]
+    schema: pa.Schema
+    shard: Path | None = None
+
+
+def plan_tasks(tasks: dict[str, TaskSettings], max_tokens: int | str, shard: Path | None = None) -> Planned:
+    """The tasks' handlers grouped by tokenizer, in task order, as ``pipeline/plan.py`` groups them."""
+    by_tokenizer: dict[str, list[TaskHandler]] = {}
+    types = {}
+    for name, settings in tasks.items():
+        handler, tokenizer_id, _ = build_handler(name, settings, CPU, max_tokens)
+        by_tokenizer.setdefault(tokenizer_id, []).append(handler)
+        types[name] = handler.arrow_type()
+    groups = [TaskGroup(handlers[0].settings.ref, tuple(handlers)) for handlers in by_tokenizer.values()]
+    return Planned(groups, output_schema(types, keep_text=False), shard)
+
+
+def make_plan(models_dir, tmp_path_factory, max_tokens) -> Planned:
     shard = tmp_path_factory.mktemp("input") / "shard.txt"
     shard.write_text("\n".join(TEXTS), encoding="utf-8")
-    cfg = from_dict(
-        {
-            "input": {"paths": [str(shard)]},
-            "tasks": {
-                "sentiment": {"kind": "classify", "model": str(models_dir / "classifier")},
-                "entities": {"kind": "ner", "model": str(models_dir / "ner"), "aggregation": "first"},
-                "cased": {
-                    "kind": "ner",
-                    "model": str(models_dir / "ner-cased"),
-                    "max_length": 12,
-                    "stride": 3,
-                },
-            },
-            "batching": {"max_tokens": max_tokens},
-            "output": {"path": str(tmp_path_factory.mktemp("out"))},
-            "runtime": {"device": "cpu", "torch_threads": 1},
-        }
-    )
-    return prepare(cfg)
+    tasks = {
+        "sentiment": task_settings("classify", models_dir / "classifier"),
+        "entities": task_settings("ner", models_dir / "ner", aggregation="first"),
+        "cased": task_settings("ner", models_dir / "ner-cased", max_length=12, stride=3),
+    }
+    return plan_tasks(tasks, max_tokens, shard)
 
 
 def loaded_groups(plan) -> list[LoadedGroup]:
@@ -162,19 +179,18 @@ def test_annotate_splits_on_the_direct_runner_writes_each_split(models_dir, tmp_
     plan = make_plan(models_dir, tmp_path_factory, 4096)
     expected = one_at_a_time(plan)
     out = tmp_path_factory.mktemp("written")
-    cfg = plan.cfg
-    write = WriteSettings(str(out), plan.schema, False, "zstd", {}, tasks=tuple(cfg.tasks))
-    (shard,) = plan.shards
+    tasks = tuple(h.name for g in plan.groups for h in g.handlers)
+    write = WriteSettings(str(out), plan.schema, False, "zstd", {}, tasks=tasks)
     options = PipelineOptions(["--runner=DirectRunner"])
     with BeamTestPipeline(options=options) as p:
         results = (
             p
-            | beam.Create([Split(shard.uri, shard.format)])
-            | AnnotateSplits(plan.groups, read_settings(cfg), write, sort_window=3)
+            | beam.Create([Split(str(plan.shard), "text")])
+            | AnnotateSplits(plan.groups, READ, write, sort_window=3)
         )
         docs = results | beam.Map(lambda r: (r.stats.docs_read, r.stats.docs_written, r.profile.docs))
         assert_that(docs, equal_to([(len(TEXTS), len(TEXTS), len(TEXTS))]))
-    rows = pq.read_table(out / shard_file_name(shard.uri)).to_pylist()
+    rows = pq.read_table(out / shard_file_name(str(plan.shard))).to_pylist()
     assert [r["offset"] for r in rows] == list(range(len(TEXTS)))
     for row in rows:
         want = expected[f"doc-{row['offset']}"]
@@ -193,25 +209,17 @@ def test_memory_does_not_grow_with_the_shard(models_dir, tmp_path, monkeypatch):
     from distilbeam.transforms.annotate import AnnotateSplitFn
 
     monkeypatch.setattr(write, "ROW_GROUP_ROWS", 64)
-    cfg = from_dict(
-        {
-            "input": {"paths": [str(tmp_path / "*.jsonl")]},
-            "tasks": {
-                "sentiment": {"kind": "classify", "model": str(models_dir / "classifier")},
-                "entities": {"kind": "ner", "model": str(models_dir / "ner")},
-            },
-            "batching": {"sort_window": 50},
-            "output": {"path": str(tmp_path / "out")},
-            "runtime": {"device": "cpu", "torch_threads": 1},
-        }
-    )
+    tasks = {
+        "sentiment": task_settings("classify", models_dir / "classifier"),
+        "entities": task_settings("ner", models_dir / "ner"),
+    }
     peaks = {}
     for n in (400, 1600):
         shard = tmp_path / f"shard-{n}.jsonl"
         shard.write_text("".join(f'{{"id": "{i}", "text": "{TEXTS[i % 3]} number {i}"}}\n' for i in range(n)))
-        plan = prepare(cfg)
+        plan = plan_tasks(tasks, "auto")
         write_settings = WriteSettings(str(tmp_path / "out"), plan.schema, False, "zstd", {})
-        fn = AnnotateSplitFn(plan.groups, read_settings(cfg), write_settings, cfg.batching.sort_window)
+        fn = AnnotateSplitFn(plan.groups, READ, write_settings, sort_window=50)
         fn.setup()
         fn._models()
         tracemalloc.start()

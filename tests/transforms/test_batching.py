@@ -9,12 +9,12 @@ import random
 import numpy as np
 import pytest
 
-from distilbeam.pipeline.config import from_dict
-from distilbeam.pipeline.plan import resolve_task
 from distilbeam.transforms import models
 from distilbeam.transforms.batching import Batch, plan_batches, tokenize, windows
 from distilbeam.transforms.schema import Annotated, Document
 from distilbeam.transforms.tasks import Runtime
+from distilbeam.transforms.tasks.build import build_handler
+from tests.transforms.handlers import task_settings
 
 TEXTS = [
     "The hotel in Paris was lovely and the staff were very helpful.",
@@ -176,18 +176,11 @@ def test_tokenizer_failure_fails_only_its_document(models_dir, monkeypatch):
 
 
 def handler_for(models_dir, model, kind, **settings):
-    cfg = from_dict(
-        {
-            "input": {"paths": ["unused"]},
-            "tasks": {"t": {"kind": kind, "model": str(models_dir / model), **settings}},
-            "output": {"path": "unused"},
-        }
-    )
-    return cfg.tasks["t"]
+    return task_settings(kind, models_dir / model, **settings)
 
 
 def infer(settings, texts, max_tokens) -> list:
-    handler, _, _ = resolve_task("t", settings, Runtime(device="cpu", torch_threads=1), max_tokens)
+    handler, _, _ = build_handler("t", settings, Runtime(device="cpu", torch_threads=1), max_tokens)
     loaded = _loaded(handler)
     tokenized, failures = tokenize(loaded.tokenizer, docs(texts))
     assert failures == []

@@ -15,11 +15,9 @@ import fsspec
 import pytest
 import transformers
 
-from distilbeam.pipeline.config import ConfigError, from_dict
-from distilbeam.pipeline.plan import resolve_task
 from distilbeam.transforms import SetupError, models
-from distilbeam.transforms.tasks import Runtime
 from tests.conftest import REPO
+from tests.transforms.handlers import build_task
 
 
 class _Payload:
@@ -33,14 +31,7 @@ class _Payload:
 
 
 def _task(model: Path, kind: str = "classify", **settings):
-    cfg = from_dict(
-        {
-            "input": {"paths": ["unused"]},
-            "tasks": {"t": {"kind": kind, "model": str(model), **settings}},
-            "output": {"path": "unused"},
-        }
-    )
-    return resolve_task("t", cfg.tasks["t"], Runtime(device="cpu"), 512)
+    return build_task(kind, model, **settings)
 
 
 def _copy(models_dir: Path, tmp_path: Path, name: str = "classifier") -> Path:
@@ -55,7 +46,7 @@ def test_pickle_weights_are_refused_unless_allowed(models_dir, tmp_path):
     (model / "model.safetensors").unlink()
     (model / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(marker)))
     with pytest.raises(
-        ConfigError, match=r"tasks.t.model: model .* has only pickle weights .* allow_pickle: true"
+        SetupError, match=r"tasks.t.model: model .* has only pickle weights .* allow_pickle: true"
     ):
         _task(model)
     ref = models.ModelRef(str(model))
@@ -109,7 +100,7 @@ def test_a_model_that_needs_its_own_code_is_refused_before_the_run(models_dir, t
     model = _copy(models_dir, tmp_path)
     marker = tmp_path / "MARKER"
     _with_custom_code(model, marker, "evilbert")
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(SetupError) as error:
         _task(model)
     assert str(error.value) == (
         f"tasks.t.model: model {model} has model_type 'evilbert', which transformers does not know and ships "

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from distilbeam.pipeline.config import ConfigError, from_dict
-from distilbeam.pipeline.plan import resolve_task
 from distilbeam.transforms import SetupError, models, storage
-from distilbeam.transforms.tasks import Runtime
+from tests.transforms.handlers import build_task
 
 
 def remote_model(store, models_dir: Path, name: str = "classifier") -> tuple[str, str]:
@@ -128,19 +126,12 @@ def pickle_only(models_dir: Path, target: Path) -> Path:
 
 
 def task(model: str, kind: str = "classify", **settings):
-    cfg = from_dict(
-        {
-            "input": {"paths": ["unused"]},
-            "tasks": {"t": {"kind": kind, "model": model, **settings}},
-            "output": {"path": "unused"},
-        }
-    )
-    return resolve_task("t", cfg.tasks["t"], Runtime(device="cpu"), 512)
+    return build_task(kind, model, **settings)
 
 
 def test_pickle_weights_load_only_when_allowed(models_dir, tmp_path):
     model = pickle_only(models_dir, tmp_path / "old-checkpoint")
-    with pytest.raises(ConfigError, match=r"tasks\.t\.model: model .*old-checkpoint has only pickle weights"):
+    with pytest.raises(SetupError, match=r"tasks\.t\.model: model .*old-checkpoint has only pickle weights"):
         task(str(model))
     handler, _, identity = task(str(model), allow_pickle=True)
     safe_handler, _, _ = task(str(models_dir / "classifier"))
@@ -154,14 +145,14 @@ def test_pickle_weights_load_only_when_allowed(models_dir, tmp_path):
 
 def test_a_model_that_does_not_fit_its_task_is_refused_by_name(models_dir, tmp_path):
     with pytest.raises(
-        ConfigError, match=r"tasks\.t\.model: model .*/ner is not a \*ForSequenceClassification"
+        SetupError, match=r"tasks\.t\.model: model .*/ner is not a \*ForSequenceClassification"
     ):
         task(str(models_dir / "ner"))
-    with pytest.raises(ConfigError, match=r"model .*/classifier is not a \*ForTokenClassification"):
+    with pytest.raises(SetupError, match=r"model .*/classifier is not a \*ForTokenClassification"):
         task(str(models_dir / "classifier"), kind="ner")
     unlabelled = shutil.copytree(models_dir / "classifier", tmp_path / "unlabelled")
     config = json.loads((unlabelled / "config.json").read_text())
     del config["id2label"], config["label2id"]
     (unlabelled / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ConfigError, match=r"model .*/unlabelled has no id2label"):
+    with pytest.raises(SetupError, match=r"model .*/unlabelled has no id2label"):
         task(str(unlabelled))

@@ -10,12 +10,11 @@ import pytest
 import torch
 import transformers
 
-from distilbeam.pipeline.config import from_dict
-from distilbeam.pipeline.plan import resolve_task
 from distilbeam.transforms import devices, models
 from distilbeam.transforms.batching import Batch, tokenize
 from distilbeam.transforms.schema import Annotated, Document
 from distilbeam.transforms.tasks import Runtime
+from tests.transforms import handlers
 
 TEXTS = ["Alice flew to Paris on Monday.", "The hotel was lovely.", "Bob met Carol in Berlin."]
 
@@ -35,16 +34,8 @@ def fp16_checkpoint(models_dir, tmp_path_factory):
 
 
 def handler_for(model_dir, precision: str):
-    cfg = from_dict(
-        {
-            "input": {"paths": ["unused"]},
-            "tasks": {"t": {"kind": "classify", "model": str(model_dir)}},
-            "output": {"path": "unused"},
-        }
-    )
     runtime = Runtime(device="cpu", precision=precision, torch_threads=1)
-    handler, _, _ = resolve_task("t", cfg.tasks["t"], runtime, 512)
-    return handler
+    return handlers.handler_for("classify", model_dir, runtime=runtime)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "auto", "int8", "fp16"])

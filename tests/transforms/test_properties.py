@@ -17,12 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from distilbeam.pipeline.config import from_dict
-from distilbeam.pipeline.plan import resolve_task
 from distilbeam.transforms.batching import Batch, plan_batches, tokenize, windows
 from distilbeam.transforms.read import BOM, ReadSettings, Shard, derived_id, read_shard, sniff
 from distilbeam.transforms.schema import RAW_LIMIT, Annotated, Document, Failure, clip
 from distilbeam.transforms.tasks import Runtime
+from tests.transforms.handlers import handler_for
 
 FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MEMORY = fsspec.filesystem("memory")
@@ -208,23 +207,10 @@ def ner_handlers(models_dir):
     handlers = []
     for model in ("ner", "ner-cased"):
         for aggregation in ("none", "simple", "first", "average", "max"):
-            cfg = from_dict(
-                {
-                    "input": {"paths": ["unused"]},
-                    "tasks": {
-                        "t": {
-                            "kind": "ner",
-                            "model": str(models_dir / model),
-                            "aggregation": aggregation,
-                            "max_length": 12,
-                            "stride": 4,
-                        }
-                    },
-                    "output": {"path": "unused"},
-                }
-            )
             # one torch thread: tiny models gain nothing from more, and the machine is shared
-            handler, _, _ = resolve_task("t", cfg.tasks["t"], Runtime(device="cpu", torch_threads=1), 256)
+            runtime = Runtime(device="cpu", torch_threads=1)
+            options = {"aggregation": aggregation, "max_length": 12, "stride": 4}
+            handler = handler_for("ner", models_dir / model, runtime=runtime, max_tokens=256, **options)
             if model not in loaded:
                 loaded[model] = handler.load_model()
             handlers.append((handler, loaded[model]))

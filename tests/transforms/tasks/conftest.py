@@ -1,26 +1,17 @@
-"""Running one task's handler on a list of texts the way the pipeline runs it: resolved from a config,
+"""Running one task's handler on a list of texts the way the pipeline runs it: built by ``build_handler``,
 documents tokenized once without special tokens, cut into batches by the token budget."""
 
 from __future__ import annotations
 
 import pytest
 
-from distilbeam.pipeline.config import from_dict
-from distilbeam.pipeline.plan import resolve_task
 from distilbeam.transforms.batching import Batch, plan_batches, tokenize
 from distilbeam.transforms.schema import Annotated, Document
-from distilbeam.transforms.tasks import Runtime
+from tests.transforms.handlers import handler_for
 
 
 def run_task(model_dir, kind: str, texts: list[str], max_tokens: int = 512, **settings) -> list:
-    cfg = from_dict(
-        {
-            "input": {"paths": ["unused"]},
-            "tasks": {"t": {"kind": kind, "model": str(model_dir), **settings}},
-            "output": {"path": "unused"},
-        }
-    )
-    handler, _, _ = resolve_task("t", cfg.tasks["t"], Runtime(device="cpu"), max_tokens)
+    handler = handler_for(kind, model_dir, max_tokens=max_tokens, **settings)
     loaded = handler.load_model()
     items = [Annotated(Document(str(i), "src", i, t), -1, {}) for i, t in enumerate(texts)]
     tokenized, failures = tokenize(loaded.tokenizer, items)

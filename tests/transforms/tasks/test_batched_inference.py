@@ -12,32 +12,23 @@ import numpy as np
 import pytest
 import torch
 
-from distilbeam.pipeline import demo
-from distilbeam.pipeline.config import from_dict
-from distilbeam.pipeline.plan import resolve_task
 from distilbeam.transforms.batching import Batch, plan_batches, tokenize
 from distilbeam.transforms.schema import Annotated, Document, Failure
-from distilbeam.transforms.tasks import Runtime
+from distilbeam.transforms.tasks import Runtime, demo_models
+from tests.transforms import handlers
 
 
 def texts(n: int = 40, seed: int = 7) -> list[str]:
     """Documents of very different lengths, some past the tiny models' 512-token window."""
     rng = random.Random(seed)
-    words = " ".join(demo.corpus(100)).split()
+    words = " ".join(demo_models.corpus(100)).split()
     lengths = [rng.choice((1, 3, 8, 20, 60, 200, 700)) for _ in range(n)]
     return [" ".join(rng.choice(words) for _ in range(k)) for k in lengths]
 
 
 def handler_for(models_dir, kind, model, runtime=None, **settings):
-    cfg = from_dict(
-        {
-            "input": {"paths": ["unused"]},
-            "tasks": {"t": {"kind": kind, "model": str(models_dir / model), **settings}},
-            "output": {"path": "unused"},
-        }
-    )
-    handler, _, _ = resolve_task("t", cfg.tasks["t"], runtime or Runtime(device="cpu"), "auto")
-    return handler
+    runtime = runtime or Runtime(device="cpu")
+    return handlers.handler_for(kind, models_dir / model, runtime=runtime, max_tokens="auto", **settings)
 
 
 def tokenized_docs(loaded, docs):

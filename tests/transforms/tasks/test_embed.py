@@ -11,9 +11,8 @@ import pytest
 from sentence_transformers import SentenceTransformer, models
 from transformers import AutoModel, AutoTokenizer
 
-from distilbeam.pipeline.config import ConfigError, from_dict
-from distilbeam.pipeline.plan import resolve_task
-from distilbeam.transforms.tasks import Runtime
+from distilbeam.transforms import SetupError
+from tests.transforms.handlers import build_task
 
 TEXTS = [
     "The hotel in Paris was lovely and the staff were very helpful.",
@@ -61,12 +60,12 @@ def test_tiny_encoder_matches_sentence_transformers(task_models, annotate, pooli
 def test_long_documents_average_their_windows(task_models, annotate):
     """chunk-mean: the tokenizer's own consecutive windows, each pooled alone, averaged by the tokens each
     row holds; truncate: the first window only, as sentence-transformers truncates."""
-    from distilbeam.pipeline import demo
+    from distilbeam.transforms.tasks import demo_models
 
     path = task_models / "encoder"
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     model = AutoModel.from_pretrained(str(path)).eval()
-    documents = [" ".join(demo.corpus(30, seed=s)) for s in (1, 2)]
+    documents = [" ".join(demo_models.corpus(30, seed=s)) for s in (1, 2)]
     chunked = annotate(path, "embed", documents, max_length=32, normalize=False)
     truncated = annotate(path, "embed", documents, max_length=32, long_text="truncate", normalize=False)
     import torch
@@ -87,14 +86,7 @@ def test_long_documents_average_their_windows(task_models, annotate):
 
 
 def test_embed_column_is_a_fixed_size_list(task_models, annotate):
-    cfg = from_dict(
-        {
-            "input": {"paths": ["unused"]},
-            "tasks": {"v": {"kind": "embed", "model": str(task_models / "encoder")}},
-            "output": {"path": "unused"},
-        }
-    )
-    handler, _, identity = resolve_task("v", cfg.tasks["v"], Runtime(device="cpu"), 512)
+    handler, _, identity = build_task("embed", task_models / "encoder", name="v")
     assert handler.arrow_type() == pa.list_(pa.float32(), 32)
     assert "labels" not in identity
     column = pa.array(annotate(task_models / "encoder", "embed", TEXTS), type=handler.arrow_type())
@@ -104,9 +96,7 @@ def test_embed_column_is_a_fixed_size_list(task_models, annotate):
 def test_embed_accepts_a_checkpoint_with_a_head_and_refuses_what_is_not_a_model(models_dir, tmp_path):
     """AutoModel reads the encoder out of a classifier checkpoint; a config transformers does not know is
     refused before the run, naming the task and the model."""
-    task = {"kind": "embed", "model": str(models_dir / "classifier")}
-    cfg = from_dict({"input": {"paths": ["x"]}, "tasks": {"v": task}, "output": {"path": "x"}})
-    handler, _, _ = resolve_task("v", cfg.tasks["v"], Runtime(device="cpu"), 512)
+    handler, _, _ = build_task("embed", models_dir / "classifier", name="v")
     assert handler.arrow_type() == pa.list_(pa.float32(), 32)
 
     strange = tmp_path / "strange"
@@ -114,7 +104,5 @@ def test_embed_accepts_a_checkpoint_with_a_head_and_refuses_what_is_not_a_model(
     for name in ("tokenizer.json", "tokenizer_config.json", "model.safetensors"):
         (strange / name).write_bytes((models_dir / "classifier" / name).read_bytes())
     (strange / "config.json").write_text(json.dumps({"model_type": "no-such-model"}))
-    task = {"kind": "embed", "model": str(strange)}
-    cfg = from_dict({"input": {"paths": ["x"]}, "tasks": {"v": task}, "output": {"path": "x"}})
-    with pytest.raises(ConfigError, match=r"tasks\.v\.model: .*no-such-model"):
-        resolve_task("v", cfg.tasks["v"], Runtime(device="cpu"), 512)
+    with pytest.raises(SetupError, match=r"tasks\.v\.model: .*no-such-model"):
+        build_task("embed", strange, name="v")

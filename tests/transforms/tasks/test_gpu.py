@@ -15,13 +15,11 @@ import pytest
 import torch
 import transformers
 
-from distilbeam.pipeline import demo
-from distilbeam.pipeline.config import from_dict
-from distilbeam.pipeline.plan import resolve_task
 from distilbeam.transforms import devices
 from distilbeam.transforms.batching import Batch, plan_batches, tokenize
 from distilbeam.transforms.schema import Annotated, Document, Failure
-from distilbeam.transforms.tasks import Runtime, base
+from distilbeam.transforms.tasks import Runtime, base, demo_models
+from tests.transforms import handlers
 from tests.transforms.tasks.test_gpu_faults import RecordedMetrics
 
 pytestmark = pytest.mark.gpu
@@ -37,8 +35,8 @@ TEXTS = [
     "Très bon restaurant à Lyon — le service était impeccable!",
     "ACME Corp. (NYSE: ACM) reported $3.5bn revenue in Q3, up 12% y/y.",
     "Alice Johnson, Grace Williams and Erin Frank met at the Vienna museum on Monday morning.",
-    *demo.corpus(200, seed=3),
-    " ".join(demo.corpus(60, seed=4)),  # past one 512-token window
+    *demo_models.corpus(200, seed=3),
+    " ".join(demo_models.corpus(60, seed=4)),  # past one 512-token window
 ]
 
 
@@ -53,8 +51,10 @@ def gpu_models(tmp_path_factory, models_dir):
     root = tmp_path_factory.mktemp("gpu-models")
     size = {"dim": 768, "layers": 6, "heads": 12, "hidden": 3072}
     tokenizer = models_dir / "tokenizer"
-    demo.build_model(root / "classifier", "sequence", demo.SENTIMENT_LABELS, tokenizer, seed=11, **size)
-    demo.build_model(root / "ner", "token", demo.NER_LABELS, tokenizer, seed=12, **size)
+    demo_models.build_model(
+        root / "classifier", "sequence", demo_models.SENTIMENT_LABELS, tokenizer, seed=11, **size
+    )
+    demo_models.build_model(root / "ner", "token", demo_models.NER_LABELS, tokenizer, seed=12, **size)
     return root
 
 
@@ -66,15 +66,8 @@ def metrics(monkeypatch) -> RecordedMetrics:
 
 
 def handler_for(model_dir, kind: str, precision: str, **settings):
-    cfg = from_dict(
-        {
-            "input": {"paths": ["unused"]},
-            "tasks": {"t": {"kind": kind, "model": str(model_dir), **settings}},
-            "output": {"path": "unused"},
-        }
-    )
     runtime = Runtime(device="cuda", precision=precision, planned_device="cuda")
-    handler, _, _ = resolve_task("t", cfg.tasks["t"], runtime, "auto")
+    handler = handlers.handler_for(kind, model_dir, runtime=runtime, max_tokens="auto", **settings)
     return handler, handler.load_model()
 
 
@@ -146,7 +139,7 @@ def test_token_scores_on_the_gpu_match_fp32_on_the_cpu(gpu_models, precision, to
 
 def test_a_call_too_large_for_the_memory_left_is_split_and_recovers(gpu_models, metrics, monkeypatch):
     handler, loaded = handler_for(gpu_models / "classifier", "classify", "auto", long_text="truncate")
-    texts = [" ".join(demo.corpus(60, seed=k)) for k in range(256)]  # each past 510 tokens: full rows
+    texts = [" ".join(demo_models.corpus(60, seed=k)) for k in range(256)]  # each past 510 tokens: full rows
     items = [Annotated(Document(str(i), "src", i, t), -1, {}) for i, t in enumerate(texts)]
     tokenized, _ = tokenize(loaded.tokenizer, items)
     batch = Batch(tuple(tokenized))
@@ -212,7 +205,7 @@ def test_a_call_too_large_for_the_memory_left_is_split_and_recovers(gpu_models, 
 
 def test_the_busy_fraction_of_a_gpu_shared_by_threads_stays_within_the_wall_time(gpu_models, metrics):
     handler, loaded = handler_for(gpu_models / "classifier", "classify", "auto", long_text="truncate")
-    texts = demo.corpus(4000, seed=5)
+    texts = demo_models.corpus(4000, seed=5)
     items = [Annotated(Document(str(i), "src", i, t), -1, {}) for i, t in enumerate(texts)]
     tokenized, _ = tokenize(loaded.tokenizer, items)
     tokens = sum(len(t.ids) for t in tokenized)

@@ -15,12 +15,12 @@ from collections import Counter, defaultdict
 import pytest
 import torch
 
-from distilbeam.pipeline.config import from_dict
-from distilbeam.pipeline.plan import resolve_task
 from distilbeam.transforms import devices
 from distilbeam.transforms.batching import Batch, tokenize
 from distilbeam.transforms.schema import Annotated, Document, Failure
 from distilbeam.transforms.tasks import Runtime, base
+from distilbeam.transforms.tasks import runtime as task_runtime
+from tests.transforms import handlers
 
 TEXTS = [
     "Alice flew to Paris on Monday.",
@@ -33,15 +33,7 @@ TEXTS = [
 
 
 def handler_for(models_dir, runtime: Runtime, model: str = "classifier"):
-    cfg = from_dict(
-        {
-            "input": {"paths": ["unused"]},
-            "tasks": {"t": {"kind": "classify", "model": str(models_dir / model)}},
-            "output": {"path": "unused"},
-        }
-    )
-    handler, _, _ = resolve_task("t", cfg.tasks["t"], runtime, "auto")
-    return handler
+    return handlers.handler_for("classify", models_dir / model, runtime=runtime, max_tokens="auto")
 
 
 def documents(loaded, texts=TEXTS):
@@ -170,7 +162,7 @@ def fake_cuda(monkeypatch) -> FakeCuda:
     monkeypatch.setattr(torch.nn.Module, "to", stay_on_the_cpu)
     monkeypatch.setattr(base, "_to_device", lambda inputs, device: inputs, raising=False)
     # Gates and clocks made with the real torch.cuda stay out.
-    monkeypatch.setattr(base, "_DEVICES", {}, raising=False)
+    monkeypatch.setattr(task_runtime, "_DEVICES", {}, raising=False)
     return fake
 
 
@@ -359,7 +351,7 @@ def test_a_batch_whose_every_document_runs_out_of_memory_fails_the_bundle(models
 
 def test_a_model_on_cuda_1_is_loaded_run_and_timed_on_cuda_1(models_dir, fake_cuda, metrics, caplog):
     handler = handler_for(models_dir, Runtime(device="cuda:1", precision="fp32"))
-    with caplog.at_level(logging.INFO, logger="distilbeam.transforms.tasks.base"):
+    with caplog.at_level(logging.INFO, logger="distilbeam.transforms.tasks.runtime"):
         loaded = handler.load_model()
     assert fake_cuda.set_devices == [1]
     assert "Fake GPU" in caplog.text and "CUDA 13.0" in caplog.text

@@ -12,16 +12,16 @@ import torch
 import transformers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from distilbeam.pipeline import demo
 from distilbeam.transforms.batching import windows
+from distilbeam.transforms.tasks import demo_models
 
 UNICODE = "Très bon restaurant à Lyon — naïve café, 東京 and 北京; مرحبا 👩🏽‍💻 Zürich São Paulo. "
 DOCUMENTS = [
-    " ".join(demo.corpus(4, seed=21)),
-    " ".join(demo.corpus(25, seed=22)),
-    " ".join(demo.corpus(36, seed=23)),
+    " ".join(demo_models.corpus(4, seed=21)),
+    " ".join(demo_models.corpus(25, seed=22)),
+    " ".join(demo_models.corpus(36, seed=23)),
     UNICODE * 12,
-    " ".join(demo.corpus(12, seed=24)) + " " + UNICODE * 3 + " ".join(demo.corpus(12, seed=25)),
+    " ".join(demo_models.corpus(12, seed=24)) + " " + UNICODE * 3 + " ".join(demo_models.corpus(12, seed=25)),
 ]
 
 

@@ -9,11 +9,10 @@ import dataclasses
 import pytest
 import transformers
 
-from distilbeam.pipeline.config import from_dict
-from distilbeam.pipeline.plan import resolve_task
 from distilbeam.transforms.batching import Batch, plan_batches, tokenize
 from distilbeam.transforms.schema import Annotated, Document
 from distilbeam.transforms.tasks import Runtime
+from tests.transforms.handlers import handler_for
 
 LONG = (
     "Alice Johnson flew from Paris to Tokyo on Monday, where the Initech board reviewed the quarterly "
@@ -35,17 +34,6 @@ MAX_TOKENS = 2048  # short texts share batches (padded together); the long one r
 CPU = Runtime(device="cpu", torch_threads=1)
 
 
-def settings(model_dir, kind, **options):
-    cfg = from_dict(
-        {
-            "input": {"paths": ["unused"]},
-            "tasks": {"t": {"kind": kind, "model": str(model_dir), **options}},
-            "output": {"path": "unused"},
-        }
-    )
-    return cfg.tasks["t"]
-
-
 def annotate(handler, loaded, texts):
     items = [Annotated(Document(str(i), "src", i, t), -1, {}) for i, t in enumerate(texts)]
     tokenized, failures = tokenize(loaded.tokenizer, items)
@@ -63,15 +51,13 @@ def annotate(handler, loaded, texts):
 
 @pytest.fixture(scope="module")
 def classifier(base_models_dir):
-    task = settings(base_models_dir / "classifier", "classify")
-    handler, _, _ = resolve_task("t", task, CPU, MAX_TOKENS)
+    handler = handler_for("classify", base_models_dir / "classifier", runtime=CPU, max_tokens=MAX_TOKENS)
     return handler, handler.load_model()
 
 
 @pytest.fixture(scope="module")
 def tagger(base_models_dir):
-    task = settings(base_models_dir / "ner", "ner")
-    handler, _, _ = resolve_task("t", task, CPU, MAX_TOKENS)
+    handler = handler_for("ner", base_models_dir / "ner", runtime=CPU, max_tokens=MAX_TOKENS)
     return handler, handler.load_model()
 
 

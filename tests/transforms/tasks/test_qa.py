@@ -19,7 +19,8 @@ import torch
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 from transformers.pipelines.document_question_answering import select_starts_ends
 
-from distilbeam.pipeline.config import ConfigError
+from distilbeam.transforms import SetupError
+from tests.transforms.handlers import build_task, handler_for
 
 QUESTIONS = ["Where did they fly?", "Who met at the museum?", "What was reported?", "When?"]
 CONTEXTS = [
@@ -122,9 +123,9 @@ def test_qa_matches_question_answering_pipeline(task_models, annotate, model):
 
 def test_qa_long_documents_match_the_pipelines_windows(task_models, annotate):
     """Documents many windows long (rows of 40 tokens, windows overlapping by 8), and the no-answer rule."""
-    from distilbeam.pipeline import demo
+    from distilbeam.transforms.tasks import demo_models
 
-    sentences = demo.corpus(60, seed=11)
+    sentences = demo_models.corpus(60, seed=11)
     contexts = [" ".join(sentences[i : i + 12]) for i in range(0, 60, 12)]
     for no_answer in (False, True):
         ours = annotate(
@@ -175,18 +176,7 @@ def test_qa_min_score_empties_weak_answers(task_models, annotate):
 
 
 def test_qa_output_fits_its_arrow_type(task_models, annotate):
-    from distilbeam.pipeline.config import from_dict
-    from distilbeam.pipeline.plan import resolve_task
-    from distilbeam.transforms.tasks import Runtime
-
-    cfg = from_dict(
-        {
-            "input": {"paths": ["unused"]},
-            "tasks": {"t": {"kind": "qa", "model": str(task_models / "qa"), "questions": QUESTIONS}},
-            "output": {"path": "unused"},
-        }
-    )
-    handler, _, identity = resolve_task("t", cfg.tasks["t"], Runtime(device="cpu"), 512)
+    handler, _, identity = build_task("qa", task_models / "qa", questions=QUESTIONS)
     assert "labels" not in identity
     rows = annotate(task_models / "qa", "qa", CONTEXTS, questions=QUESTIONS)
     column = pa.array(rows, type=handler.arrow_type())
@@ -205,26 +195,8 @@ def test_qa_output_fits_its_arrow_type(task_models, annotate):
 
 def test_qa_cost_counts_every_row(task_models):
     """The token budget sees what the model will get: one row per question and context window."""
-    from distilbeam.pipeline.config import from_dict
-    from distilbeam.pipeline.plan import resolve_task
-    from distilbeam.transforms.tasks import Runtime
-
     questions = ["Who?", "Where did the company open its new museum?"]
-    cfg = from_dict(
-        {
-            "input": {"paths": ["unused"]},
-            "tasks": {
-                "t": {
-                    "kind": "qa",
-                    "model": str(task_models / "qa"),
-                    "questions": questions,
-                    "max_length": 48,
-                }
-            },
-            "output": {"path": "unused"},
-        }
-    )
-    handler, _, _ = resolve_task("t", cfg.tasks["t"], Runtime(device="cpu"), 512)
+    handler = handler_for("qa", task_models / "qa", questions=questions, max_length=48)
     tokenizer = AutoTokenizer.from_pretrained(str(task_models / "qa"))
     assert len(tokenizer.encode("x " * 100, add_special_tokens=False)) == 100
     for n in (0, 1, 20, 47, 200, 1000):
@@ -254,32 +226,10 @@ def test_qa_cost_counts_every_row(task_models):
     ],
 )
 def test_qa_settings_are_checked_before_the_run(task_models, settings, message):
-    from distilbeam.pipeline.config import from_dict
-    from distilbeam.pipeline.plan import resolve_task
-    from distilbeam.transforms.tasks import Runtime
-
-    cfg = from_dict(
-        {
-            "input": {"paths": ["unused"]},
-            "tasks": {"t": {"kind": "qa", "model": str(task_models / "qa"), **settings}},
-            "output": {"path": "unused"},
-        }
-    )
-    with pytest.raises(ConfigError, match=re.escape(message)):
-        resolve_task("t", cfg.tasks["t"], Runtime(device="cpu"), 512)
+    with pytest.raises(SetupError, match=re.escape(message)):
+        build_task("qa", task_models / "qa", **settings)
 
 
 def test_qa_refuses_a_model_without_a_question_answering_head(models_dir):
-    from distilbeam.pipeline.config import from_dict
-    from distilbeam.pipeline.plan import resolve_task
-    from distilbeam.transforms.tasks import Runtime
-
-    cfg = from_dict(
-        {
-            "input": {"paths": ["unused"]},
-            "tasks": {"t": {"kind": "qa", "model": str(models_dir / "classifier"), "questions": ["who?"]}},
-            "output": {"path": "unused"},
-        }
-    )
-    with pytest.raises(ConfigError, match="ForQuestionAnswering"):
-        resolve_task("t", cfg.tasks["t"], Runtime(device="cpu"), 512)
+    with pytest.raises(SetupError, match="ForQuestionAnswering"):
+        build_task("qa", models_dir / "classifier", questions=["who?"])

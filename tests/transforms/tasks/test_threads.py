@@ -7,22 +7,15 @@ import threading
 
 import torch
 
-from distilbeam.pipeline.config import from_dict
-from distilbeam.pipeline.plan import resolve_task
 from distilbeam.transforms.batching import Batch, tokenize
 from distilbeam.transforms.schema import Annotated, Document
 from distilbeam.transforms.tasks import Runtime
+from tests.transforms.handlers import handler_for
 
 
 def test_a_thread_started_before_the_model_loaded_runs_it_with_the_models_threads(models_dir):
-    cfg = from_dict(
-        {
-            "input": {"paths": ["unused"]},
-            "tasks": {"t": {"kind": "classify", "model": str(models_dir / "classifier")}},
-            "output": {"path": "unused"},
-        }
-    )
-    handler, _, _ = resolve_task("t", cfg.tasks["t"], Runtime(device="cpu", torch_threads=1), 256)
+    runtime = Runtime(device="cpu", torch_threads=1)
+    handler = handler_for("classify", models_dir / "classifier", runtime=runtime, max_tokens=256)
     ready, loaded, seen = threading.Event(), threading.Event(), {}
     before = torch.get_num_threads()
 
