@@ -37,7 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     starts (``SetupError``) prints one line and returns 2; otherwise the subcommand's status is returned."""
     parser = argparse.ArgumentParser(prog="distilbeam", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    run_p = commands.add_parser("run", help="annotate the shards a config names")
+    run_p = commands.add_parser(
+        "run",
+        help="annotate the shards a config names",
+        description="Annotate the shards a config names and write Parquet, a summary and a report to "
+        "output.path.",
+        epilog="Beam pipeline flags pass through: any flag not listed above (--runner=DataflowRunner, "
+        "--direct_num_workers=2, --job_endpoint=..., --project=..., ...) goes to Beam's PipelineOptions "
+        "as given, and wins over the config's beam: section. Exit statuses: docs/output.md.",
+    )
     run_p.add_argument("--config", required=True, help="YAML config file")
     run_p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
@@ -246,9 +254,24 @@ def _span(low: int | None, high: int | None) -> str:
     return str(low) if low == high else f"{low}-{high}"
 
 
+class QuietBeamNotices(logging.Filter):
+    """Drops the notices Beam repeats for every model a worker loads and that say nothing about the run.
+    RunInference logs "Resource module is not available for current platform" through the root logger
+    whenever its optional model manager cannot be imported (it needs scipy, which distilbeam does not):
+    it only means that Beam does not record the worker's memory after a model load."""
+
+    NOTICES = ("Resource module is not available for current platform",)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "root" and str(record.msg).startswith(self.NOTICES))
+
+
 def _configure_logging() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("distilbeam").setLevel(logging.INFO)
+    root = logging.getLogger()
+    if not any(isinstance(f, QuietBeamNotices) for f in root.filters):
+        root.addFilter(QuietBeamNotices())  # Beam logs them through the root logger itself
 
 
 if __name__ == "__main__":
