@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distilbeam.transforms import read
 from distilbeam.transforms.read import ReadSettings, Shard, derived_id, read_shard, split_text
+from distilbeam.transforms.read.jsonl import JsonlReader
 from distilbeam.transforms.schema import Document, Failure
 
 TEN_MB = 10 * 1024 * 1024
@@ -152,7 +152,7 @@ def test_jsonl_and_parquet_records_are_split_with_their_ids(tmp_path):
 
 
 def test_a_json_line_too_long_to_parse_is_dead_lettered_when_splitting(tmp_path, monkeypatch):
-    monkeypatch.setattr(read, "SPLIT_JSON_BYTES", 1000)
+    monkeypatch.setattr(JsonlReader, "split_line_bytes", 1000)
     path = tmp_path / "a.jsonl"
     path.write_text(json.dumps({"id": "big", "text": "x " * 5000}) + "\n" + json.dumps({"text": "ok"}) + "\n")
     first, second = read_all(path, "jsonl", 100, "split")

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from distilbeam.transforms import SetupError, read, storage
-from distilbeam.transforms.read import ReadSettings, Shard, derived_id, find_shards, read_shard
+from distilbeam.transforms import SetupError, storage
+from distilbeam.transforms.read import ReadSettings, Shard, derived_id, find_shards, parquet, read_shard
 from distilbeam.transforms.schema import Document, Failure
 
 SETTINGS = ReadSettings(format=None, id_field="id", text_field="text", max_chars=10_000, storage_options={})
@@ -131,7 +131,7 @@ def test_jsonl_bad_lines_fail_alone_and_keep_offsets(tmp_path):
 
 
 def test_parquet_rows_keep_their_row_index_across_row_groups_and_batches(tmp_path, monkeypatch):
-    monkeypatch.setattr(read, "PARQUET_BATCH_ROWS", 4)
+    monkeypatch.setattr(parquet, "PARQUET_BATCH_ROWS", 4)
     path = tmp_path / "rows.parquet"
     n = 23
     table = pa.table(

@@ -512,16 +512,16 @@ def test_exotic_unicode_is_read_as_given(tmp_path):
 
 
 def test_an_error_nobody_foresaw_costs_one_record_not_the_shard(tmp_path, monkeypatch):
-    from distilbeam.transforms import read as read_module
+    from distilbeam.transforms.read.jsonl import JsonlReader
 
-    parse = read_module._parse_json_line
+    parse = JsonlReader.parse
 
-    def fragile(raw, *args):
+    def fragile(self, raw, *args):
         if b"boom" in raw:
             raise MemoryError("no room for this one")
-        return parse(raw, *args)
+        return parse(self, raw, *args)
 
-    monkeypatch.setattr(read_module, "_parse_json_line", fragile)
+    monkeypatch.setattr(JsonlReader, "parse", fragile)
     path = write(tmp_path / "a.jsonl", b'{"text": "a"}\n{"text": "boom"}\n{"text": "c"}\n')
     first, failure, last = read(path)
     assert (first.text, last.text) == ("a", "c")
