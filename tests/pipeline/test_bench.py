@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 
+from distilbeam.pipeline.bench import targets
 from tests.conftest import REPO, run_cli
 
 RUNS = {
@@ -113,6 +116,58 @@ def test_bench_refuses_unknown_parts(tmp_path):
     result = run_cli("bench", "--skip", "everything", "--out", str(tmp_path / "b.json"))
     assert result.returncode == 2
     assert "--skip" in result.stderr and "everything" in result.stderr
+
+
+def test_bench_runs_as_a_module_with_the_same_flags(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distilbeam.pipeline.bench",
+            "--skip",
+            "everything",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "--skip: unknown parts everything" in result.stderr
+
+
+def test_comparison_targets_are_judged_from_the_report():
+    report = {
+        "ratios": {"c_over_a_classify": 4.5, "c_over_b_classify": 4.0, "scaling_time_4x_docs": 4.1},
+        "agreement": {"int8_top_label_agreement": 0.995},
+        "runs": {
+            "c_classify": {"mfu_in_model": 0.9, "padding_fraction": 0.01},
+            "c_classify_ner": {"padding_fraction": 0.06, "peak_rss_mb": 2100.0},
+            "a_classify": {"padding_fraction": 0.5},  # not distilbeam's: no padding target
+        },
+    }
+    judged = targets.judge_comparison(report)
+    assert list(judged) == list(targets.COMPARISON)
+    met = {name: target["met"] for name, target in judged.items()}
+    assert met == {
+        "c_over_a_classify": True,
+        "c_over_a_classify_ner": False,  # no value: that run was left out
+        "c_over_b_classify": False,
+        "c_int8_over_a_classify": False,
+        "int8_top_label_agreement": True,
+        "mfu_in_model_classify": True,
+        "padding": False,
+        "scaling": True,
+        "peak_rss_classify_ner": False,
+    }
+    assert judged["padding"] == {
+        "what": "largest padding fraction of any distilbeam run",
+        "target": "<= 0.05",
+        "value": 0.06,
+        "met": False,
+    }
+    assert judged["peak_rss_classify_ner"]["target"] == "< 2048"
+    assert judged["c_over_a_classify"]["target"] == ">= 4.0"
 
 
 def test_documented_performance_figures_are_those_of_its_committed_run():

@@ -9,14 +9,14 @@ import sys
 import torch
 from transformers import DistilBertConfig
 
-from distilbeam.pipeline import bench_scale
+from distilbeam.pipeline.bench import ceiling, children, scale
 
 
 def test_null_model_returns_logits_of_the_shape_a_model_would():
     config = DistilBertConfig(id2label={0: "O", 1: "B-PER", 2: "I-PER"})
     ids = torch.zeros((5, 7), dtype=torch.long)
-    per_token = bench_scale.NullModel(argparse_model(config), per_token=True)
-    per_doc = bench_scale.NullModel(argparse_model(config), per_token=False)
+    per_token = ceiling.NullModel(argparse_model(config), per_token=True)
+    per_doc = ceiling.NullModel(argparse_model(config), per_token=False)
     assert per_token(input_ids=ids, attention_mask=ids).logits.shape == (5, 7, 3)
     assert per_doc(input_ids=ids, attention_mask=ids).logits.shape == (5, 3)
     again = per_token(input_ids=ids, attention_mask=ids).logits
@@ -35,7 +35,7 @@ def test_tree_memory_counts_the_children_too(tmp_path):
         "subprocess.run([sys.executable, '-c', 'import time; c = bytearray(200 << 20); time.sleep(1.5)'])"
     )
     proc = subprocess.Popen([sys.executable, "-c", code])
-    memory = bench_scale.TreeMemory(proc.pid, interval=0.05)
+    memory = children.TreeMemory(proc.pid, interval=0.05)
     proc.wait()
     assert memory.stop() > 400  # both processes' 200 MB, at once
 
@@ -51,7 +51,7 @@ def test_targets_are_judged_from_the_runs():
         "transformers_demo_classify": {"timed_s": 1.0},
         "transformers_demo_ner": {"timed_s": 3.0},
     }
-    figures = bench_scale.figures(runs)
+    figures = scale.figures(runs)
     met = {name: t["met"] for name, t in figures["targets"].items()}
     assert met == {
         "docs_per_s": True,
