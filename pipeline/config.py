@@ -33,6 +33,9 @@ class InputConfig:
     format: Literal["text", "jsonl", "parquet"] | None = None
     id_field: str | None = "id"
     text_field: str = "text"
+    # jsonl/parquet: each record's second text (a hypothesis, a passage), for classify tasks on sentence
+    # pairs (NLI, paraphrase, cross-encoder relevance); the model reads [CLS] text [SEP] pair [SEP].
+    text_pair_field: str | None = None
     # Longer documents go to the dead letter instead of into a worker's memory and the tokenizer.
     max_chars: int = 1_000_000
     # dead-letter: a longer document is a dead-letter row; split: it is annotated in parts of at most
@@ -93,7 +96,10 @@ class Config:
     beam: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(self)
+        plain = _plain(self)
+        if self.input.text_pair_field is None:  # a later key: configs without it keep their hashes
+            del plain["input"]["text_pair_field"]
+        return plain
 
     def sha256(self) -> str:
         """Identity of everything that shapes the output rows (not where they go or which runner runs)."""
@@ -182,6 +188,8 @@ def from_dict(data: Mapping[str, Any]) -> Config:
         if task.max_length is not None and task.max_length <= 0:
             message = f"must be a positive integer or null, got {task.max_length}"
             raise ConfigError(f"tasks.{name}.max_length: {message}")
+    if cfg.input.text_pair_field is not None:
+        _check_pairs(cfg)
     check_output_outside_inputs(cfg.input.paths, cfg.output.path)
     _check_run_keys(cfg.output)
     if cfg.runtime.precision == "int8" and cfg.runtime.device.startswith("cuda"):
@@ -211,6 +219,31 @@ def _normalized(path: str) -> str:
     if "://" not in path or path.startswith("file://"):
         return os.path.abspath(os.path.expanduser(path.removeprefix("file://")))
     return path
+
+
+def _check_pairs(cfg: Config) -> None:
+    """Sentence pairs: read from JSON Lines or Parquet records, into classify tasks only, whole records only;
+    ``long_text: chunk-max`` contradicts them (the second text is truncated, see classify)."""
+    key = "input.text_pair_field"
+    if cfg.input.text_pair_field == cfg.input.text_field:
+        raise ConfigError(f"{key}: must name another field than input.text_field ({cfg.input.text_field!r})")
+    if cfg.input.format == "text":
+        raise ConfigError(f"{key}: text shards hold one text per line; pairs are read from jsonl or parquet")
+    if cfg.input.long_documents == "split":
+        raise ConfigError(
+            f"{key}: a sentence pair is annotated whole, so input.long_documents: split does not apply; "
+            "use dead-letter"
+        )
+    for name, task in cfg.tasks.items():
+        if task.kind != "classify":
+            raise ConfigError(
+                f"{key}: sentence pairs are read by classify tasks only; tasks.{name} is kind {task.kind}"
+            )
+        if task.long_text == "chunk-max":  # chunk-mean is the default, which pairs leave unused
+            raise ConfigError(
+                f"tasks.{name}.long_text: chunk-max does not apply to sentence pairs ({key}): the first "
+                "text is read whole and the second is truncated to the window; remove the key"
+            )
 
 
 def _check_run_keys(output: OutputConfig) -> None:

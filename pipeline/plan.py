@@ -40,6 +40,7 @@ def prepare(cfg: Config, worker_processes: int = 1, options: PipelineOptions | N
     ``beam:`` section when not given."""
     started = time.time()
     shards = find_shards(cfg.input.paths, read_settings(cfg))
+    _check_pair_shards(cfg, shards)
     runtime = Runtime(
         cfg.runtime.device,
         cfg.runtime.precision,
@@ -53,6 +54,8 @@ def prepare(cfg: Config, worker_processes: int = 1, options: PipelineOptions | N
     types = {}
     for name, settings in cfg.tasks.items():
         handler, tokenizer_id, identity = resolve_task(name, settings, runtime, cfg.batching.max_tokens)
+        if cfg.input.text_pair_field is not None:
+            handler = _pair_handler(name, handler)
         types[name] = handler.arrow_type()
         groups.setdefault(tokenizer_id, []).append(handler)
         refs.setdefault(tokenizer_id, handler.settings.ref)
@@ -70,16 +73,23 @@ def prepare(cfg: Config, worker_processes: int = 1, options: PipelineOptions | N
         "distilbeam.annotation_sha256": facts["annotation_sha256"],
         "distilbeam.tasks": json.dumps(identities, sort_keys=True),
     }
-    schema = output_schema(types, cfg.output.keep_text, metadata, split=cfg.input.long_documents == "split")
+    schema = output_schema(
+        types,
+        cfg.output.keep_text,
+        metadata,
+        split=cfg.input.long_documents == "split",
+        pairs=cfg.input.text_pair_field is not None,
+    )
     return Plan(cfg, shards, task_groups, schema, facts, started)
 
 
 def annotation_sha256(cfg: Config, identities: dict[str, Any]) -> str:
-    """Identity of what shapes a shard's rows: how records are read, each task's settings and resolved model
-    (weights hash, window, labels, and the numeric path: device kind and effective precision, as planned
-    at launch), and whether text is kept. Not where inputs and outputs live, nor batching or threads,
-    which change how fast rows are made rather than what they hold. An incremental run annotates every
-    shard again when this changes: moving an output from the CPU (fp32) to a GPU (fp16) or to int8 does."""
+    """Identity of what shapes a shard's rows: how records are read (the pair field too), each task's
+    settings and resolved model (weights hash, window, labels, and the numeric path: device kind and
+    effective precision, as planned at launch), and whether text is kept. Not where inputs and outputs
+    live, nor batching or threads, which change how fast rows are made rather than what they hold. An
+    incremental run annotates every shard again when this changes: moving an output from the CPU (fp32)
+    to a GPU (fp16) or to int8 does."""
     settings = cfg.to_dict()
     drop_storage_options(settings)  # credentials: they say where files are, not what rows hold
     facts = {
@@ -92,7 +102,28 @@ def annotation_sha256(cfg: Config, identities: dict[str, Any]) -> str:
 
 def read_settings(cfg: Config) -> ReadSettings:
     i = cfg.input
-    return ReadSettings(i.format, i.id_field, i.text_field, i.max_chars, i.storage_options, i.long_documents)
+    settings = (i.format, i.id_field, i.text_field, i.max_chars, i.storage_options, i.long_documents)
+    return ReadSettings(*settings, text_pair_field=i.text_pair_field)
+
+
+def _check_pair_shards(cfg: Config, shards: list[Shard]) -> None:
+    """Refuses text shards when sentence pairs are read: a text line holds one text, not two."""
+    if cfg.input.text_pair_field is None:
+        return
+    for shard in shards:
+        if shard.format == "text":
+            raise ConfigError(
+                f"input.text_pair_field: {shard.uri} is a text shard, one text per line; sentence pairs "
+                "are read from jsonl or parquet shards (set input.format or name the files .jsonl)"
+            )
+
+
+def _pair_handler(name: str, handler: TaskHandler) -> TaskHandler:
+    """Task ``name``'s handler reading sentence pairs (config validation let only classify tasks through)."""
+    try:
+        return handler.with_pairs()
+    except SetupError as exc:
+        raise ConfigError(f"tasks.{name}: {exc}") from None
 
 
 def resolve_task(

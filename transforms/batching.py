@@ -60,6 +60,9 @@ class Tokenized:
     item: Annotated
     ids: np.ndarray  # int32 token ids of the whole document, no special tokens
     offsets: np.ndarray  # int32 [n, 2] character offsets of each token into the document
+    # A sentence pair's: ids[:pair_at] are its text's tokens, ids[pair_at:] its pair text's (their offsets
+    # into the pair text), each tokenized on its own as the tokenizer's pair encoding does. None: one text.
+    pair_at: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,8 +236,12 @@ def tokenize(tokenizer: Any, items: Sequence[Annotated]) -> tuple[list[Tokenized
 def _tokenize_all(tokenizer: Any, items: Sequence[Annotated]) -> list[Tokenized]:
     """One call of the Rust tokenizer for all documents, its ids and offsets gathered into two arrays in one
     pass each and cut per document (no special tokens, no truncation: tasks read long documents in
-    windows)."""
-    encodings = encoder(tokenizer).encode_batch([item.doc.text for item in items], add_special_tokens=False)
+    windows). The pair texts of sentence pairs are tokenized in the same call (see ``_joined_pairs``)."""
+    texts = [item.doc.text for item in items]
+    pairs = [item.doc.text_pair for item in items if item.doc.text_pair is not None]
+    encodings = encoder(tokenizer).encode_batch(texts + pairs, add_special_tokens=False)
+    if pairs:
+        return _joined_pairs(items, encodings)
     lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
     total = int(lengths.sum())
     ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=total)
@@ -250,6 +257,21 @@ def _tokenize_all(tokenizer: Any, items: Sequence[Annotated]) -> list[Tokenized]
             items, np.split(ids, cuts), np.split(offsets, cuts), strict=True
         )
     ]
+
+
+def _joined_pairs(items: Sequence[Annotated], encodings: Sequence[Any]) -> list[Tokenized]:
+    """Each sentence pair's two encodings (its text's in ``encodings`` at the item's position, its pair
+    text's after all the texts, in item order) joined into one ``Tokenized``: ids and offsets end to end,
+    ``pair_at`` where the second begins. An item without a pair text gets its text's alone."""
+    out = []
+    pair_encodings = iter(encodings[len(items) :])
+    for item, first in zip(items, encodings, strict=False):
+        parts = [first] if item.doc.text_pair is None else [first, next(pair_encodings)]
+        ids = np.asarray([i for e in parts for i in e.ids], dtype=np.int32)
+        offsets = np.asarray([o for e in parts for o in e.offsets], dtype=np.int32).reshape(-1, 2)
+        pair_at = None if item.doc.text_pair is None else len(first.ids)
+        out.append(Tokenized(item, ids, offsets, pair_at))
+    return out
 
 
 _ENCODERS: dict[int, tuple[Any, Any]] = {}

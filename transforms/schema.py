@@ -39,6 +39,8 @@ class Document:
     warnings: tuple[str, ...] = ()  # codes from WARNINGS, in their order there
     # Where the text starts in its record's text: 0, unless a record over input.max_chars was split.
     char_offset: int = 0
+    # A sentence pair's second text (input.text_pair_field); None for a single text.
+    text_pair: str | None = None
 
     def with_warnings(self, *codes: str) -> Document:
         found = {*self.warnings, *codes}
@@ -139,9 +141,11 @@ def output_schema(
     keep_text: bool,
     metadata: Mapping[str, str] | None = None,
     split: bool = False,
+    pairs: bool = False,
 ) -> pa.Schema:
     """The enriched-document schema: fixed columns, then one column per task in config order. With
-    ``split`` (input.long_documents: split), ``char_offset`` places each part in its record's text."""
+    ``split`` (input.long_documents: split), ``char_offset`` places each part in its record's text; with
+    ``pairs`` (input.text_pair_field), a kept text comes with its pair text."""
     fields = [
         pa.field("id", pa.string(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
@@ -153,6 +157,8 @@ def output_schema(
         fields.insert(3, pa.field("char_offset", pa.int64(), nullable=False))
     if keep_text:
         fields.append(pa.field("text", pa.string(), nullable=False))
+    if keep_text and pairs:
+        fields.append(pa.field("text_pair", pa.string(), nullable=False))
     fields += [pa.field(name, type_) for name, type_ in task_types.items()]
     return pa.schema(fields, metadata=dict(metadata or {}))
 
@@ -168,6 +174,7 @@ def output_row(item: Annotated, keep_text: bool) -> dict[str, Any]:
     }
     if keep_text:
         row["text"] = item.doc.text
+        row["text_pair"] = item.doc.text_pair  # written only where the schema has the column
     row.update(item.results)
     return row
 
@@ -184,6 +191,7 @@ def output_table(items: Sequence[Annotated], schema: pa.Schema) -> pa.Table:
         "n_tokens": [item.n_tokens for item in items],
         "warnings": [list(d.warnings) for d in docs],
         "text": [d.text for d in docs],
+        "text_pair": [d.text_pair for d in docs],
     }
     columns = [
         pa.array(values[f.name] if f.name in values else [i.results.get(f.name) for i in items], f.type)

@@ -345,3 +345,78 @@ def test_to_dict_round_trips():
     assert plain["tasks"]["e"]["kind"] == "ner"
     assert from_dict(plain) == cfg
     assert config.from_dict(yaml.safe_load(yaml.safe_dump(plain))) == cfg
+
+
+# -- sentence pairs ------------------------------------------------------------------------------------------
+
+
+def pairs(**input_keys) -> dict:
+    return minimal(input={"paths": ["shards/*.jsonl"], "text_pair_field": "hypothesis", **input_keys})
+
+
+def test_text_pair_field_is_read_for_classify_tasks():
+    cfg = from_dict(pairs())
+    assert cfg.input.text_pair_field == "hypothesis"
+    assert from_dict(minimal()).input.text_pair_field is None
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            pairs(format="text"),
+            "input.text_pair_field: text shards hold one text per line; pairs are read from",
+        ),
+        (
+            pairs(text_field="hypothesis"),
+            "input.text_pair_field: must name another field than input.text_field",
+        ),
+        (pairs(long_documents="split"), "input.text_pair_field: a sentence pair is annotated whole"),
+        (
+            {**pairs(), "tasks": {"entities": {"kind": "ner", "model": "m"}}},
+            "input.text_pair_field: sentence pairs are read by classify tasks only; tasks.entities is",
+        ),
+        (
+            {
+                **pairs(),
+                "tasks": {"s": {"kind": "classify", "model": "m"}, "v": {"kind": "embed", "model": "m"}},
+            },
+            "input.text_pair_field: sentence pairs are read by classify tasks only; tasks.v is kind embed",
+        ),
+        (
+            {**pairs(), "tasks": {"a": {"kind": "qa", "model": "m", "questions": ["Who?"]}}},
+            "tasks.a is kind qa",
+        ),
+        (
+            {**pairs(), "tasks": {"nli": {"kind": "classify", "model": "m", "long_text": "chunk-max"}}},
+            "tasks.nli.long_text: chunk-max does not apply to sentence pairs (input.text_pair_field)",
+        ),
+    ],
+)
+def test_pair_settings_that_cannot_work_are_named(data, expected):
+    assert expected in error_of(data)
+
+
+@pytest.mark.parametrize("long_text", ["truncate", "chunk-mean"])
+def test_pairs_leave_long_text_truncate_or_the_default_unused(long_text):
+    task = {"kind": "classify", "model": "m", "long_text": long_text}
+    assert from_dict({**pairs(), "tasks": {"nli": task}}).tasks["nli"].long_text == long_text
+
+
+def test_configs_without_pairs_keep_their_hashes_and_a_pair_field_changes_them():
+    """The hashes of a config that does not name a pair field are those it had before the key existed."""
+    from distilbeam.pipeline.plan import annotation_sha256
+
+    data = minimal(input={"paths": ["s/*.jsonl"]}, tasks={"s": {"kind": "classify", "model": "m"}})
+    data["output"] = {"path": "o", "keep_text": True}
+    single = from_dict(data)
+    assert "text_pair_field" not in single.to_dict()["input"]
+    assert single.sha256() == "ac4ce878a90db3679a27e1e4a531aa87ab2ffb062b69b20c09ead283df717d4d"
+    identity = {"s": {"x": 1}}
+    assert annotation_sha256(single, identity) == (
+        "88df363b08e9be09b2413cd5c32502a025ddb5240c7783fd8c6c5c07a88000d3"
+    )
+    paired = from_dict({**data, "input": {**data["input"], "text_pair_field": "hypothesis"}})
+    assert paired.sha256() != single.sha256()
+    assert annotation_sha256(paired, identity) != annotation_sha256(single, identity)
+    assert from_dict(paired.to_dict()) == paired

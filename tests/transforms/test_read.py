@@ -327,3 +327,90 @@ def test_over_long_record_fails_alone(tmp_path):
     assert [r.offset for r in records] == [0, 1, 2]
     assert records[1].stage == "read"
     assert records[2].text == "after"
+
+
+# -- sentence pairs ------------------------------------------------------------------------------------------
+
+PAIRS = ReadSettings(None, "id", "premise", 40, {}, text_pair_field="hypothesis")
+
+
+def test_jsonl_pairs_read_both_texts_and_every_bad_pair_field_is_a_dead_letter_row(tmp_path):
+    path = tmp_path / "nli.jsonl"
+    path.write_text(
+        '{"id": "a", "premise": "A man eats.", "hypothesis": "Someone eats."}\n'
+        '{"id": "b", "premise": "No pair here."}\n'
+        '{"id": "c", "premise": "Null pair.", "hypothesis": null}\n'
+        '{"id": "d", "premise": "Number pair.", "hypothesis": 3}\n'
+        '{"id": "e", "hypothesis": "No premise."}\n'
+        '{"id": "f", "premise": "Empty pair.", "hypothesis": ""}\n'
+        '{"id": "g", "premise": "Bad \\ud800 half.", "hypothesis": "nul \\u0000 inside"}\n'
+        '{"id": "h", "premise": "Twenty-five characters..", "hypothesis": "and twenty more chars"}\n',
+        encoding="utf-8",
+    )
+    records = read_all(path, PAIRS)
+    assert [type(r).__name__ for r in records] == ["Document"] + ["Failure"] * 4 + ["Document"] * 2 + [
+        "Failure"
+    ]
+    assert [r.offset for r in records] == list(range(8))
+    assert (records[0].text, records[0].text_pair) == ("A man eats.", "Someone eats.")
+    bad = {r.id: r for r in records if isinstance(r, Failure)}
+    assert {f.stage for f in bad.values()} == {"parse", "read"}
+    assert "text pair field 'hypothesis' is missing, expected a string" in bad["b"].message
+    assert "text pair field 'hypothesis' is null" in bad["c"].message
+    assert "text pair field 'hypothesis' is a number" in bad["d"].message
+    assert "text field 'premise' is missing" in bad["e"].message
+    assert bad["b"].raw.startswith('{"id": "b"')
+    assert (records[5].text_pair, records[5].warnings) == ("", ("empty_text",))
+    assert records[6].warnings == ("lone_surrogate", "control_chars")
+    assert (bad["h"].stage, bad["h"].error) == ("read", "TooLong")
+    assert "sentence pair has 45 characters (24 + 21), over input.max_chars (40)" in bad["h"].message
+
+
+def test_reading_one_text_leaves_the_pair_empty(tmp_path):
+    path = tmp_path / "one.jsonl"
+    path.write_text('{"id": "a", "text": "one", "hypothesis": "unread"}\n', encoding="utf-8")
+    (doc,) = read_all(path)
+    assert doc == Document("a", str(path), 0, "one")
+
+
+def test_parquet_pairs_read_both_columns_and_a_null_or_bad_pair_fails_alone(tmp_path):
+    path = tmp_path / "nli.parquet"
+    premises = pa.array([b"A man eats.", b"Null pair.", b"Bad \xff byte."], pa.binary()).cast(
+        pa.string(), safe=False
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "id": ["a", "b", "c"],
+                "premise": premises,
+                "hypothesis": pa.array([b"Someone eats.", None, b"pair \xfe too"]).cast(
+                    pa.string(), safe=False
+                ),
+            }
+        ),
+        path,
+    )
+    records = read_all(path, PAIRS)
+    assert [type(r).__name__ for r in records] == ["Document", "Failure", "Document"]
+    assert (records[0].text, records[0].text_pair) == ("A man eats.", "Someone eats.")
+    assert (records[1].stage, records[1].id, records[1].offset) == ("parse", "b", 1)
+    assert "text pair field 'hypothesis' is null" in records[1].message
+    assert records[2].text_pair == "pair \ufffd too" and records[2].warnings == ("invalid_utf8",)
+
+
+@pytest.mark.parametrize(
+    ("column", "expected"),
+    [(None, "column 'hypothesis' not found; the file has id, premise"), (pa.array([1, 2]), "is int64")],
+)
+def test_parquet_missing_or_non_string_pair_column_dead_letters_every_row(tmp_path, column, expected):
+    path = tmp_path / "nli.parquet"
+    columns = {"id": ["a", "b"], "premise": ["one", "two"]}
+    if column is not None:
+        columns["hypothesis"] = column
+    pq.write_table(pa.table(columns), path)
+    records = read_all(path, PAIRS)
+    assert [(type(r).__name__, r.id, r.stage, r.error) for r in records] == [
+        ("Failure", "a", "parse", "BadColumn"),
+        ("Failure", "b", "parse", "BadColumn"),
+    ]
+    assert all(expected in r.message for r in records)

@@ -32,6 +32,8 @@ class ReadSettings:
     storage_options: Mapping[str, Any] = dataclasses.field(repr=False)  # may hold credentials
     # dead-letter: a document over max_chars is a dead-letter row; split: it is annotated in parts.
     long_documents: str = "dead-letter"
+    # jsonl/parquet: the field of each record's second text, for sentence pairs; None reads one text.
+    text_pair_field: str | None = None
 
     @property
     def split(self) -> bool:

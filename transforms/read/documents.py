@@ -77,22 +77,33 @@ def decode(raw: bytes) -> tuple[str, tuple[str, ...]]:
         return raw.decode("utf-8", "replace"), ("invalid_utf8",)
 
 
-def document(id_: str, source: str, offset: int, text: str, warnings: tuple[str, ...]) -> Document:
-    """The document, with the ``control_chars`` and ``empty_text`` warnings its text calls for."""
+def document(
+    id_: str, source: str, offset: int, text: str, warnings: tuple[str, ...], text_pair: str | None = None
+) -> Document:
+    """The document, with the ``control_chars`` and ``empty_text`` warnings its text (or, for a sentence
+    pair, either of its texts) calls for."""
     found = list(warnings)
-    if CONTROL.search(text):
+    texts = (text,) if text_pair is None else (text, text_pair)
+    if any(CONTROL.search(t) for t in texts):
         found.append("control_chars")
-    if not text.strip():
+    if any(not t.strip() for t in texts):
         found.append("empty_text")
-    doc = Document(id_, source, offset, text)
+    doc = Document(id_, source, offset, text, text_pair=text_pair)
     return doc.with_warnings(*found) if found else doc
 
 
 def too_long(doc: Document, settings: ReadSettings, raw: bytes) -> Document | Failure:
-    """The document, or its dead-letter row when it is over ``max_chars`` and long documents are not split."""
-    if len(doc.text) <= settings.max_chars or settings.split:
+    """The document, or its dead-letter row when it is over ``max_chars`` (a sentence pair: its two texts
+    together) and long documents are not split."""
+    n_chars = len(doc.text) + len(doc.text_pair or "")
+    if n_chars <= settings.max_chars or settings.split:
         return doc
-    message = f"document has {len(doc.text)} characters, over input.max_chars ({settings.max_chars})"
+    message = f"document has {n_chars} characters, over input.max_chars ({settings.max_chars})"
+    if doc.text_pair is not None:
+        message = (
+            f"sentence pair has {n_chars} characters ({len(doc.text)} + {len(doc.text_pair)}), over "
+            f"input.max_chars ({settings.max_chars})"
+        )
     return Failure.of("read", "TooLong", message, source=doc.source, offset=doc.offset, id=doc.id, raw=raw)
 
 

@@ -1,6 +1,7 @@
 """JSON Lines shards: each line is one JSON object, its text in ``input.text_field`` and its id, when
-``input.id_field`` is set and present, in that field. A line that is not such an object is a dead-letter
-row naming what it is instead."""
+``input.id_field`` is set and present, in that field, and with ``input.text_pair_field`` a sentence pair's
+second text in that field. A line that is not such an object is a dead-letter row naming what it is
+instead."""
 
 from __future__ import annotations
 
@@ -39,11 +40,17 @@ class JsonlReader(LineReader):
         id_ = record_id(record.get(settings.id_field) if settings.id_field else None, source, offset)
         if not isinstance(id_, str):
             return fail(id_.message, "BadId")
-        text = record.get(settings.text_field)
-        if not isinstance(text, str):
-            what = json_kind(text) if settings.text_field in record else "missing"
-            return fail(f"text field {settings.text_field!r} is {what}, expected a string", id=id_)
-        if SURROGATES.search(text):
-            text = SURROGATES.sub("\ufffd", text)
-            warnings += ("lone_surrogate",)
-        return too_long(document(id_, source, offset, text, warnings), settings, raw)
+        texts: dict[str, str] = {}
+        for name, field in (("text", settings.text_field), ("text pair", settings.text_pair_field)):
+            if field is None:
+                continue
+            text = record.get(field)
+            if not isinstance(text, str):
+                what = json_kind(text) if field in record else "missing"
+                return fail(f"{name} field {field!r} is {what}, expected a string", id=id_)
+            if SURROGATES.search(text):
+                text = SURROGATES.sub("\ufffd", text)
+                warnings += ("lone_surrogate",)
+            texts[name] = text
+        doc = document(id_, source, offset, texts["text"], warnings, texts.get("text pair"))
+        return too_long(doc, settings, raw)

@@ -1,5 +1,6 @@
-"""Parquet shards: each row is a document, its text from the ``input.text_field`` column and its id from
-the ``input.id_field`` column when the file has one, its offset the row number. Strings are read as bytes
+"""Parquet shards: each row is a document, its text from the ``input.text_field`` column (a sentence
+pair's second text from the ``input.text_pair_field`` column) and its id from the ``input.id_field``
+column when the file has one, its offset the row number. Strings are read as bytes
 so that one row's invalid UTF-8 costs that row a warning, not the file; a compressed file
 (``.parquet.gz``) is decompressed to a local temporary file first, as Parquet reads its footer first."""
 
@@ -28,8 +29,8 @@ class ParquetReader(Reader):
 
     def records(self, split: Split) -> Iterator[Document | Failure]:
         """The rows of the split's row groups, in order; a file that cannot be opened or read as Parquet,
-        or that breaks part-way, is a dead-letter row for what is lost. A text column that is missing or
-        not a string column makes every row a dead-letter row, each with its own id."""
+        or that breaks part-way, is a dead-letter row for what is lost. A text (or pair text) column that is
+        missing or not a string column makes every row a dead-letter row, each with its own id."""
         uri, settings = split.uri, self.settings
         try:
             handle = _open_parquet(uri, settings)
@@ -48,26 +49,24 @@ class ParquetReader(Reader):
                 yield Failure.of("decode", exc, message, source=uri, offset=0)
                 return
             names = schema.names
-            text_type = schema.field(settings.text_field).type if settings.text_field in names else None
             use_id = settings.id_field is not None and settings.id_field in names
-            problem = None
-            if text_type is None:
-                problem = f"column {settings.text_field!r} not found; the file has {', '.join(names)}"
-            elif not _is_text(text_type):
-                problem = f"column {settings.text_field!r} is {text_type}, expected a string column"
-            columns = [settings.text_field] if text_type else []
+            text_fields = [f for f in (settings.text_field, settings.text_pair_field) if f is not None]
+            problem = next(filter(None, (_column_problem(schema, f) for f in text_fields)), None)
+            columns = [f for f in text_fields if f in names]
             if use_id:
                 columns.append(settings.id_field)
             offset = split.first_offset
             end = parquet.metadata.num_row_groups if split.end is None else split.end
             groups = list(range(split.start, end))
+            batches = _batches(parquet, groups, columns, settings, use_id, problem)
             try:
-                for n_rows, texts, ids in _batches(parquet, groups, columns, settings, use_id, problem):
+                for n_rows, texts, pairs, ids in batches:
                     for i in range(n_rows):
                         text = texts[i] if texts is not None else None
+                        pair = pairs[i] if pairs is not None else None
                         raw_id = ids[i] if ids is not None else None
                         try:
-                            record = _record(uri, offset, text, raw_id, problem, settings)
+                            record = _record(uri, offset, text, pair, raw_id, problem, settings)
                         except Exception as exc:  # this row only, as for text and JSON lines
                             message = f"cannot read record: {type(exc).__name__}: {exc}"
                             raw = repr(text)
@@ -77,6 +76,14 @@ class ParquetReader(Reader):
             except Exception as exc:
                 raise_if_store_failed(exc)
                 yield Failure.of("decode", exc, unreadable(uri, offset, exc), source=uri, offset=offset)
+
+
+def _column_problem(schema: pa.Schema, field: str) -> str | None:
+    """Why the file's column ``field`` cannot give texts, or None."""
+    if field not in schema.names:
+        return f"column {field!r} not found; the file has {', '.join(schema.names)}"
+    type_ = schema.field(field).type
+    return None if _is_text(type_) else f"column {field!r} is {type_}, expected a string column"
 
 
 def _is_text(type_: pa.DataType) -> bool:
@@ -93,24 +100,33 @@ def _batches(
     settings: ReadSettings,
     use_id: bool,
     problem: str | None,
-) -> Iterator[tuple[int, list[Any] | None, list[Any] | None]]:
-    """(rows, texts, ids) per batch of the given row groups; string columns come as bytes, so one row's
-    invalid UTF-8 is that row's business (its bytes get replaced), not a reason to stop reading the file."""
+) -> Iterator[tuple[int, list[Any] | None, list[Any] | None, list[Any] | None]]:
+    """(rows, texts, pair texts, ids) per batch of the given row groups; string columns come as bytes, so
+    one row's invalid UTF-8 is that row's business (its bytes get replaced), not a reason to stop reading
+    the file."""
     if not columns:  # nothing to read: only the row count matters
         for i in groups:
-            yield parquet.metadata.row_group(i).num_rows, None, None
+            yield parquet.metadata.row_group(i).num_rows, None, None, None
         return
     if not groups:
         return
     for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=groups, columns=columns):
-        texts = ids = None
-        if settings.text_field in batch.schema.names:
-            column = batch.column(settings.text_field)
-            texts = (_as_bytes(column) if problem is None else column).to_pylist()
+        texts = _text_values(batch, settings.text_field, problem)
+        pairs = _text_values(batch, settings.text_pair_field, problem)
+        ids = None
         if use_id:
             column = batch.column(settings.id_field)
             ids = (_as_bytes(column) if _is_text(column.type) else column).to_pylist()
-        yield batch.num_rows, texts, ids
+        yield batch.num_rows, texts, pairs, ids
+
+
+def _text_values(batch: pa.RecordBatch, field: str | None, problem: str | None) -> list[Any] | None:
+    """A text column's values, as bytes (as stored where a text column is unusable: the dead-letter rows
+    quote them); None where there is no such column."""
+    if field is None or field not in batch.schema.names:
+        return None
+    column = batch.column(field)
+    return (_as_bytes(column) if problem is None else column).to_pylist()
 
 
 def _as_bytes(column: pa.Array) -> pa.Array:
@@ -137,9 +153,9 @@ def _open_parquet(uri: str, settings: ReadSettings) -> IO[bytes]:
 
 
 def _record(
-    uri: str, offset: int, text: Any, raw_id: Any, problem: str | None, settings: ReadSettings
+    uri: str, offset: int, text: Any, pair: Any, raw_id: Any, problem: str | None, settings: ReadSettings
 ) -> Document | Failure:
-    """One row's text and id values as a document, or its dead-letter row."""
+    """One row's text (and pair text) and id values as a document, or its dead-letter row."""
     if isinstance(raw_id, bytes):
         try:
             raw_id = raw_id.decode("utf-8")
@@ -156,4 +172,11 @@ def _record(
         message = f"text field {settings.text_field!r} is null"
         return Failure.of("parse", "BadRecord", message, source=uri, offset=offset, id=id_)
     decoded, warnings = decode(text)
-    return too_long(document(id_, uri, offset, decoded, warnings), settings, text)
+    decoded_pair = None
+    if settings.text_pair_field is not None:
+        if pair is None:
+            message = f"text pair field {settings.text_pair_field!r} is null, expected a string"
+            return Failure.of("parse", "BadRecord", message, source=uri, offset=offset, id=id_, raw=text)
+        decoded_pair, pair_warnings = decode(pair)
+        warnings += pair_warnings
+    return too_long(document(id_, uri, offset, decoded, warnings, decoded_pair), settings, text)
