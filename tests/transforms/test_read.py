@@ -254,7 +254,7 @@ def test_shards_are_streamed_not_read_whole(tmp_path, monkeypatch, big_shard_lin
     assert size > 2_000_000
 
     opened = []
-    real_filesystem = storage.filesystem
+    real_filesystem = storage.Location.filesystem
 
     class CountingFS:
         def __init__(self, fs):
@@ -266,7 +266,7 @@ def test_shards_are_streamed_not_read_whole(tmp_path, monkeypatch, big_shard_lin
             return handle
 
     monkeypatch.setattr(
-        storage, "filesystem", lambda uri, so=None: (CountingFS(real_filesystem(uri)[0]), uri)
+        storage.Location, "filesystem", lambda self: (CountingFS(real_filesystem(self)[0]), self.url)
     )
     records = read_shard(Shard(str(path), "jsonl"), SETTINGS)
     first = next(records)

@@ -10,6 +10,7 @@ import io
 import json
 import lzma
 import os
+import pickle
 import time
 
 import pytest
@@ -33,7 +34,7 @@ COMPRESS = {
 
 
 def settings(options=None) -> ReadSettings:
-    return ReadSettings(None, "id", "text", 1_000_000, options or {})
+    return ReadSettings(None, "id", "text", 1_000_000, storage.Options(options))
 
 
 def test_globs_and_compressed_reads(store):
@@ -41,10 +42,10 @@ def test_globs_and_compressed_reads(store):
     for ext, compress in COMPRESS.items():
         store.put(f"{bucket}/in/docs{ext and '.jsonl'}{ext or '.jsonl'}", compress(CONTENT))
     store.put(f"{bucket}/in/other/skip.jsonl", b"{}\n")
-    uris = storage.expand(store.url(bucket, "in", "*.jsonl*"))
+    uris = storage.Location(store.url(bucket, "in", "*.jsonl*")).expand()
     assert uris == sorted(store.url(bucket, "in", f"docs.jsonl{ext}") for ext in COMPRESS)
     for uri in uris:
-        with storage.open_input(uri) as f:
+        with storage.Location(uri).open_input() as f:
             assert f.read() == CONTENT, uri
     shards = find_shards((store.url(bucket, "in", "*.jsonl.zst"),), settings())
     docs = list(read_shard(shards[0], settings()))
@@ -54,15 +55,17 @@ def test_globs_and_compressed_reads(store):
 
 def test_write_atomic_publishes_whole_files_and_remove_is_idempotent(store):
     bucket = store.new_bucket()
-    uri = store.url(bucket, "out", "part-1.parquet")
-    storage.write_atomic(uri, lambda f: (f.write(b"first half,"), f.write(b" second half")))
+    file = storage.Location(store.url(bucket, "out", "part-1.parquet"))
+    with file.atomic_file() as f:
+        f.write(b"first half,")
+        f.write(b" second half")
     fs = store.fs()
     fs.invalidate_cache()
     assert fs.cat_file(f"{bucket}/out/part-1.parquet") == b"first half, second half"
     assert fs.ls(f"{bucket}/out", detail=False) == [f"{bucket}/out/part-1.parquet"]  # no temporary names
-    storage.remove(uri)
-    storage.remove(uri)  # already gone: fine
-    assert not storage.exists(uri)
+    file.remove()
+    file.remove()  # already gone: fine
+    assert not file.exists()
 
 
 def test_reads_and_writes_survive_injected_faults(store, fault_proxy, monkeypatch):
@@ -75,18 +78,16 @@ def test_reads_and_writes_survive_injected_faults(store, fault_proxy, monkeypatc
     store.put(f"{bucket}/docs.jsonl.gz", gzip.compress(CONTENT))
     monkeypatch.setenv(*fault_proxy.store.endpoint_variable)
     options = {"skip_instance_cache": True}
-    with storage.open_raw(fault_proxy.store.url(bucket, "blob.bin"), options, block_size=32 << 10) as f:
+    with storage.Location(fault_proxy.store.url(bucket, "blob.bin"), options).open_raw(32 << 10) as f:
         assert b"".join(iter(lambda: f.read(10_000), b"")) == payload
     shard = Shard(fault_proxy.store.url(bucket, "docs.jsonl.gz"), "jsonl")
     ids = [d.id for d in read_shard(shard, settings(options))]
     assert ids == [f"d{i}" for i in range(len(LINES))]
+    out = storage.Location(fault_proxy.store.url(bucket, "out"), options)
     for i in range(8):
-        uri = fault_proxy.store.url(bucket, "out", f"f{i}")
-        storage.write_atomic(uri, lambda f, i=i: f.write(b"x" * 1000 * i), options)
-    storage.remove(fault_proxy.store.url(bucket, "out", "f0"), options)
-    assert sorted(storage.expand(fault_proxy.store.url(bucket, "out", "*"), options)) == [
-        store.url(bucket, "out", f"f{i}") for i in range(1, 8)
-    ]
+        out.join(f"f{i}").write_bytes(b"x" * 1000 * i)
+    out.join("f0").remove()
+    assert sorted(out.join("*").expand()) == [store.url(bucket, "out", f"f{i}") for i in range(1, 8)]
     assert all(fault_proxy.counts[kind] > 0 for kind in ("503", "reset", "cut")), (
         fault_proxy.counts,
         "\n".join(map(str, fault_proxy.log)),
@@ -105,14 +106,29 @@ def test_permanent_errors_fail_at_once_naming_the_url(store, fault_proxy, monkey
     for uri, reason in cases.items():
         started = time.monotonic()
         with pytest.raises(storage.StorageError) as caught:
-            storage.check_writable(uri, options)
+            storage.Location(uri, options).check_writable()
         assert time.monotonic() - started < 3, "a permanent error must not be retried with backoff"
         assert not caught.value.transient
         assert f"cannot write to {uri}: {reason}" in str(caught.value)
     with pytest.raises(
         storage.StorageError, match=f"cannot list {fault_proxy.store.url(denied)}.*access denied"
     ):
-        storage.expand(fault_proxy.store.url(denied, "*.jsonl"), options)
+        storage.Location(fault_proxy.store.url(denied, "*.jsonl"), options).expand()
+
+
+def test_a_location_is_a_small_hashable_value_that_never_shows_its_options():
+    options = {"key": "secret", "client_kwargs": {"endpoint_url": "http://store"}, "scopes": ["a", "b"]}
+    place = storage.Location("s3://bucket/out", options)
+    copy = pickle.loads(pickle.dumps(place))
+    assert copy == place and hash(copy) == hash(place) and len({place, copy}) == 1
+    assert place.options == options and place.options.thawed() == options
+    assert isinstance(place.options.thawed()["client_kwargs"], dict)
+    assert place != storage.Location("s3://bucket/out", {**options, "key": "other"})
+    assert "secret" not in repr(place) and "secret" not in repr(place.options)
+    below = place.join("_state", "lock.json")
+    assert below.url == "s3://bucket/out/_state/lock.json" and below.options == place.options
+    assert storage.Location("file:///tmp/out").join("a").url == "/tmp/out/a"
+    assert storage.Location("x") == storage.Location("x", {}) == storage.Location("x", None)
 
 
 def test_transient_and_permanent_errors_are_told_apart():
