@@ -40,7 +40,7 @@ class TrainingConfig:
     # Epochs without a better validation score before training stops; null trains every epoch.
     early_stopping_patience: int | None = 1
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: bf16/fp16 on a GPU, fp32 on a CPU
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda (all visible GPUs under accelerate launch / torchrun)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,8 +145,9 @@ def _check_training(t: Any, where: str) -> None:
             f"{where}.batch_tokens: {t.batch_tokens} is below max_length ({t.max_length}); one example "
             "must fit in a step"
         )
-    if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
-        raise ConfigError(f"{where}.device: expected auto, cpu, cuda or cuda:N, got {t.device!r}")
+    if t.device not in ("auto", "cpu", "cuda"):
+        hint = " (choose GPUs with CUDA_VISIBLE_DEVICES)" if t.device.startswith("cuda:") else ""
+        raise ConfigError(f"{where}.device: expected auto, cpu or cuda, got {t.device!r}{hint}")
 
 
 def plain(cfg: Any) -> dict[str, Any]:
