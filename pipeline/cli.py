@@ -118,8 +118,8 @@ def run(
     run_id = state.new_run_id()
     if runners.is_dry_run(options):  # the job is built and checked; the output is not touched
         return _launch(cfg, options, run_id, force, full_refresh, detach, dry_run=True, metrics_path=None)
-    layout.check_output_folder(cfg.output.path, cfg.output.storage_options, writable=True)
-    with lock.OutputLock(cfg.output.path, cfg.output.storage_options, run_id):
+    layout.check_output_folder(cfg.output.location, writable=True)
+    with lock.OutputLock(cfg.output.location, run_id):
         return _launch(
             cfg, options, run_id, force, full_refresh, detach, dry_run=False, metrics_path=metrics_path
         )
@@ -152,7 +152,7 @@ def _launch(
     from distilbeam.pipeline.plan import prepare
 
     if not dry_run:
-        layout.prepare_output(cfg.output.path, cfg.output.storage_options, force, cfg.output.mode)
+        layout.prepare_output(cfg.output.location, force, cfg.output.mode)
     plan = prepare(cfg, worker_processes(options), options)
     local = runs.runs_locally(options)
     progress = runs.Progress(enabled=local and not dry_run)

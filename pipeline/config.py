@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from fsspec.utils import glob_translate
 
-from distilbeam.transforms import SetupError
+from distilbeam.transforms import SetupError, storage
 from distilbeam.transforms.tasks import TASK_KINDS, TaskSettings
 
 
@@ -83,6 +83,11 @@ class OutputConfig:
     run_date: str | None = None
     # Exit status 3 when dead-letter rows exceed this share of the output's documents; null: never.
     max_failed_fraction: float | None = None
+
+    @property
+    def location(self) -> storage.Location:
+        """The output folder, reached with its storage options."""
+        return storage.Location(self.path, self.storage_options)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,7 @@ to the run's summary and report."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import apache_beam as beam
@@ -19,15 +20,9 @@ from distilbeam.transforms.write import WriteSettings
 def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
     cfg = plan.cfg
     read = read_settings(cfg)
-    path = worker_path(cfg.output.path)
+    out = dataclasses.replace(cfg.output.location, url=worker_path(cfg.output.path))
     write = WriteSettings(
-        path,
-        plan.schema,
-        cfg.output.keep_text,
-        cfg.output.compression,
-        cfg.output.storage_options,
-        run=plan.run,
-        tasks=tuple(cfg.tasks),
+        out, plan.schema, cfg.output.keep_text, cfg.output.compression, run=plan.run, tasks=tuple(cfg.tasks)
     )
     sizes = {uri: shard.size for uri, shard in plan.run.shards.items()}
     split_bytes = None if cfg.input.split_mb is None else round(cfg.input.split_mb * (1 << 20))
@@ -38,7 +33,7 @@ def build(p: beam.Pipeline, plan: Plan) -> beam.PCollection:
         | "SplitShards" >> beam.ParDo(SplitShardFn(read, split_bytes, sizes)).with_output_types(Split)
         | "SpreadSplits" >> beam.Reshuffle().with_output_types(Split)
         | "AnnotateSplits" >> AnnotateSplits(plan.groups, read, write, cfg.batching.sort_window)
-        | "WriteRunReport" >> WriteRunReport(path, plan.facts, plan.run, cfg.output.storage_options)
+        | "WriteRunReport" >> WriteRunReport(out, plan.facts, plan.run)
     )
 
 

@@ -55,23 +55,23 @@ def choose_shards(
     that are no longer among the inputs. Without ``read_output`` (a dry run) the output is neither read
     nor changed, and every shard counts as new."""
     cfg = plan.cfg
-    out, options = cfg.output.path, cfg.output.storage_options
+    out = cfg.output.location
     identities = state.identify_shards([s.uri for s in plan.shards], cfg.input.storage_options)
-    entries = state.read_entries(out, options) if read_output else {}
-    removed = state.remove_unreferenced(out, entries, options) if read_output else []
+    entries = state.read_entries(out) if read_output else {}
+    removed = state.remove_unreferenced(out, entries) if read_output else []
     if removed:
         log.info("removed %d files an interrupted run left behind: %s", len(removed), ", ".join(removed[:5]))
     annotation = plan.facts["annotation_sha256"]
     selection = state.select_shards(identities, entries, annotation, full_refresh)
     if selection.remove_stale:
         for entry in selection.stale:
-            state.remove_shard_outputs(out, entry, options)
+            state.remove_shard_outputs(out, entry)
     elif selection.stale:
         log.info(
             "%d shards in the output are no longer among the inputs; their rows stay", len(selection.stale)
         )
     newest = max((e.run_id for e in entries.values()), default="")
-    top = _read_json(storage.join(out, layout.SUMMARY_FILE), options) if newest else None
+    top = _read_json(out.join(layout.SUMMARY_FILE)) if newest else None
     summary_behind = bool(newest) and (top is None or str(top.get("run_id", "")) < newest)
     run_date = cfg.output.run_date or datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     carried = selection.kept + ([] if selection.remove_stale else selection.stale)
@@ -136,15 +136,12 @@ def record_idle_run(plan: Plan) -> dict[str, Any]:
     else: the output stays byte for byte as it was. Unless an earlier run committed shards but died before
     its summary: then the top-level summary and report are brought up to date as well."""
     summary = run_summary(ShardStats(), report.Profile(), {}, plan.facts, plan.run, time.time())
-    cfg = plan.cfg
-    report.write_run_record(
-        cfg.output.path, summary, cfg.output.storage_options, latest=plan.run.summary_behind
-    )
+    report.write_run_record(plan.cfg.output.location, summary, latest=plan.run.summary_behind)
     return summary
 
 
-def _read_json(uri: str, storage_options: Mapping[str, Any]) -> dict[str, Any] | None:
-    fs, path = storage.filesystem(uri, storage_options)
+def _read_json(file: storage.Location) -> dict[str, Any] | None:
+    fs, path = file.filesystem()
     fs.invalidate_cache()
     try:
         return json.loads(fs.cat_file(path))
@@ -153,8 +150,7 @@ def _read_json(uri: str, storage_options: Mapping[str, Any]) -> dict[str, Any] |
 
 
 def read_run_summary(cfg: Config, run_id: str) -> dict[str, Any] | None:
-    uri = layout.run_record_uri(cfg.output.path, run_id, layout.RUN_SUMMARY)
-    return _read_json(uri, cfg.output.storage_options)
+    return _read_json(layout.run_record_location(cfg.output.location, run_id, layout.RUN_SUMMARY))
 
 
 def exit_status(summary: Mapping[str, Any]) -> int:

@@ -9,7 +9,7 @@ which names found there are distilbeam's, and what ``--force`` removes.
     _state/splits/<shard>/<split>.json         the splits of a split shard done so far, until it commits
     _state/runs/<run id>/summary.json, report.md, report.html     every run's own record
     _state/lock.json                           the lease of the run writing the output
-    .<name>.<32 hex digits>.tmp                a file being written (``storage.atomic_file`` names it)
+    .<name>.<32 hex digits>.tmp                a file being written (``Location.atomic_file`` names it)
     _distilbeam_write_check-<hex>              the probe that the folder is writable (``storage``)
 
 ``<shard>`` is a hash of the shard's URI, so annotating a shard again replaces its files in place, and
@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from distilbeam.transforms import SetupError, storage
+from distilbeam.transforms.storage import Location
 
 if TYPE_CHECKING:
     from distilbeam.transforms.read import Split
@@ -44,7 +44,7 @@ TEMP_SUFFIX = ".tmp"
 
 _PART = r"part-[0-9a-f]{16}(?:-[0-9]{5})?\.parquet"
 _PART_FILE = re.compile(rf"^(?:{ERRORS_DIR}/)?(?:{PARTITION_PREFIX}[^/]+/)?{_PART}$")
-_TEMP_FILE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # storage.atomic_file's temporary names
+_TEMP_FILE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # Location.atomic_file's temporary names
 
 
 # -- names ---------------------------------------------------------------------------------------------
@@ -86,27 +86,28 @@ def split_record_name(index: int) -> str:
     return f"{index:05d}.json"
 
 
-def state_uri(path: str, *parts: str) -> str:
-    return storage.join(path, STATE_DIR, *parts)
+def state_location(out: Location, *parts: str) -> Location:
+    """A place under the output's ``_state/`` folder."""
+    return out.join(STATE_DIR, *parts)
 
 
-def output_uri(path: str, relative: str) -> str:
-    """A file named relative to the output (as manifest entries name them), as a URI."""
-    return storage.join(path, *relative.split("/"))
+def output_location(out: Location, relative: str) -> Location:
+    """A file named relative to the output (as manifest entries name them)."""
+    return out.join(*relative.split("/"))
 
 
-def split_records_uri(path: str, source: str) -> str:
+def split_records_location(out: Location, source: str) -> Location:
     """The folder of a split shard's split records."""
-    return state_uri(path, SPLITS_DIR, shard_hash(source))
+    return state_location(out, SPLITS_DIR, shard_hash(source))
 
 
-def run_record_uri(path: str, run_id: str, *name: str) -> str:
+def run_record_location(out: Location, run_id: str, *name: str) -> Location:
     """A run's folder under ``_state/runs/``, or a file in it."""
-    return state_uri(path, RUNS_DIR, run_id, *name)
+    return state_location(out, RUNS_DIR, run_id, *name)
 
 
-def lock_uri(path: str) -> str:
-    return state_uri(path, LOCK_FILE)
+def lock_location(out: Location) -> Location:
+    return state_location(out, LOCK_FILE)
 
 
 def lock_aside_name(lock_path: str, token: str) -> str:
@@ -164,15 +165,15 @@ def only_lock(fs: Any, entry: str) -> bool:
 # -- what a run accepts in its output folder, and what --force removes ----------------------------------
 
 
-def check_output_folder(path: str, storage_options: Mapping[str, Any], writable: bool = False) -> None:
+def check_output_folder(out: Location, writable: bool = False) -> None:
     """output.path is a folder or nothing yet; with ``writable``, also one this run can write in, so that a
     missing bucket or a denied write ends the run here rather than after the work is done."""
-    fs, root = storage.filesystem(path, storage_options)
+    fs, root = out.filesystem()
     try:
-        if storage.exists(path, storage_options) and not _is_dir(fs, root, path):
-            raise SetupError(f"output.path: {path} exists and is not a directory")
+        if out.exists() and not _is_dir(fs, root, out.url):
+            raise SetupError(f"output.path: {out.url} exists and is not a directory")
         if writable:
-            storage.check_writable(path, storage_options)
+            out.check_writable()
     except OSError as exc:
         raise SetupError(f"output.path: {exc}") from None
 
@@ -181,17 +182,15 @@ def _is_dir(fs: Any, root: str, path: str) -> bool:
     return storage.retrying("look up", path, lambda: fs.isdir(root))
 
 
-def prepare_output(
-    path: str, storage_options: Mapping[str, Any], force: bool, mode: str = "overwrite"
-) -> None:
+def prepare_output(out: Location, force: bool, mode: str = "overwrite") -> None:
     """Refuses to mix a run's files with an earlier run's; with ``force``, removes the earlier outputs
     (and only those: files distilbeam did not write stay where they are). In incremental mode a folder
     holding only distilbeam's files is expected (an earlier run's, or an interrupted one's); a folder
     with anything else in it is refused the same way, and --force starts it over."""
-    fs, root = storage.filesystem(path, storage_options)
+    fs, root = out.filesystem()
     if not fs.exists(root):
         return
-    check_output_folder(path, storage_options)
+    check_output_folder(out)
     entries = [e for e in fs.ls(root, detail=False) if not only_lock(fs, e)]
     if not entries:
         return
@@ -199,15 +198,15 @@ def prepare_output(
         return
     if not force:
         raise SetupError(
-            f"output.path: {path} is not empty; choose another path, or pass --force to replace "
+            f"output.path: {out.url} is not empty; choose another path, or pass --force to replace "
             "the distilbeam outputs in it"
         )
     for entry in entries:
-        _remove_earlier_output(path, _base_name(entry), storage_options)
+        _remove_earlier_output(out, _base_name(entry))
     fs.invalidate_cache()
 
 
-def _remove_earlier_output(path: str, name: str, storage_options: Mapping[str, Any]) -> None:
+def _remove_earlier_output(out: Location, name: str) -> None:
     """What --force removes of one top-level entry: distilbeam's files and folders, the manifest (the
     earlier runs' records stay), nothing else."""
     if (
@@ -215,8 +214,8 @@ def _remove_earlier_output(path: str, name: str, storage_options: Mapping[str, A
         or name in (SUMMARY_FILE, REPORT_MD, REPORT_HTML)
         or name.startswith(storage.WRITE_CHECK_PREFIX)
     ):
-        storage.remove(storage.join(path, name), storage_options)
+        out.join(name).remove()
     elif name == ERRORS_DIR or is_partition(name):
-        storage.remove(storage.join(path, name), storage_options, recursive=True)
+        out.join(name).remove(recursive=True)
     elif name == STATE_DIR:
-        storage.remove(state_uri(path, SHARDS_DIR), storage_options, recursive=True)
+        state_location(out, SHARDS_DIR).remove(recursive=True)

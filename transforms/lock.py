@@ -19,6 +19,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from distilbeam.transforms import SetupError, layout, storage
 from distilbeam.transforms.state import iso_time
+from distilbeam.transforms.storage import Location
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,9 @@ class OutputLock:
     does not make the next one wait). On a local disk the lock is created exclusively; on object stores,
     which fsspec gives no create-if-absent for, it is written and read back."""
 
-    def __init__(
-        self, path: str, storage_options: Mapping[str, Any], run_id: str, ttl: float = LOCK_TTL_SECONDS
-    ):
-        self.uri = layout.lock_uri(path)
-        self._storage_options = storage_options
+    def __init__(self, out: Location, run_id: str, ttl: float = LOCK_TTL_SECONDS):
+        self.location = layout.lock_location(out)
+        self.uri = self.location.url
         self._ttl = ttl
         self._holder = _holder_record(run_id)
         self._stop = threading.Event()
@@ -63,7 +62,7 @@ class OutputLock:
             raise SetupError(f"output.path: cannot take the lock {self.uri}: {reason}") from exc
 
     def _acquire(self) -> None:
-        fs, path = storage.filesystem(self.uri, self._storage_options)
+        fs, path = self.location.filesystem()
         for _ in range(5):
             current = self._read(fs, path)
             if current is not None and not is_stale(current):
@@ -86,11 +85,11 @@ class OutputLock:
         if self._renewer is not None:
             self._renewer.join(timeout=5)
             self._renewer = None
-            fs, path = storage.filesystem(self.uri, self._storage_options)
+            fs, path = self.location.filesystem()
             try:
                 current = self._read(fs, path)
                 if current is not None and current.get("token") == self._holder["token"]:
-                    storage.remove(self.uri, self._storage_options)
+                    self.location.remove()
             except OSError as exc:  # the store refuses now (a policy changed under the run)
                 log.warning("could not release the lock %s (%s); it expires by itself", self.uri, exc)
                 return
@@ -132,15 +131,14 @@ class OutputLock:
         interval = min(LOCK_RENEW_SECONDS, self._ttl / 3)
         while not self._stop.wait(interval):
             try:
-                fs, path = storage.filesystem(self.uri, self._storage_options)
+                fs, path = self.location.filesystem()
                 current = self._read(fs, path)
                 if current is None or current.get("token") != self._holder["token"]:
                     log.error(
                         "the lock %s was taken over by another run; this run's output may mix", self.uri
                     )
                     return
-                record = self._record()
-                storage.write_atomic(self.uri, lambda f, r=record: f.write(r), self._storage_options)
+                self.location.write_bytes(self._record())
             except Exception as exc:  # a renewal that fails is retried; the run itself goes on
                 log.warning("could not renew the lock %s: %s", self.uri, exc)
 

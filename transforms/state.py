@@ -25,7 +25,8 @@ from typing import Any
 from fsspec.implementations.local import LocalFileSystem
 
 from distilbeam.transforms import SetupError, layout, storage
-from distilbeam.transforms.layout import SHARDS_DIR, SPLITS_DIR, entry_name, output_uri, state_uri
+from distilbeam.transforms.layout import SHARDS_DIR, SPLITS_DIR, entry_name, output_location, state_location
+from distilbeam.transforms.storage import Location
 
 # -- shards and their identity -------------------------------------------------------------------------
 
@@ -116,9 +117,9 @@ class ShardEntry:
         return cls(**{**values, "outputs": tuple(values["outputs"]), "errors": tuple(values["errors"])})
 
 
-def read_entries(path: str, storage_options: Mapping[str, Any]) -> dict[str, ShardEntry]:
-    """Every committed shard of the output at ``path``, by source URI."""
-    fs, folder = storage.filesystem(state_uri(path, SHARDS_DIR), storage_options)
+def read_entries(out: Location) -> dict[str, ShardEntry]:
+    """Every committed shard of the output folder ``out``, by source URI."""
+    fs, folder = state_location(out, SHARDS_DIR).filesystem()
     fs.invalidate_cache()
     if not fs.exists(folder):
         return {}
@@ -136,14 +137,13 @@ def read_entries(path: str, storage_options: Mapping[str, Any]) -> dict[str, Sha
     return entries
 
 
-def write_entry(path: str, entry: ShardEntry, storage_options: Mapping[str, Any]) -> None:
+def write_entry(out: Location, entry: ShardEntry) -> None:
     text = json.dumps(entry.to_json(), indent=1, sort_keys=True) + "\n"
-    uri = state_uri(path, SHARDS_DIR, entry_name(entry.source))
-    storage.write_atomic(uri, lambda f: f.write(text.encode()), storage_options)
+    state_location(out, SHARDS_DIR, entry_name(entry.source)).write_bytes(text.encode())
 
 
-def remove_entry(path: str, source: str, storage_options: Mapping[str, Any]) -> None:
-    storage.remove(state_uri(path, SHARDS_DIR, entry_name(source)), storage_options)
+def remove_entry(out: Location, source: str) -> None:
+    state_location(out, SHARDS_DIR, entry_name(source)).remove()
 
 
 # -- choosing what to annotate -------------------------------------------------------------------------
@@ -198,17 +198,15 @@ def select_shards(
 # -- cleaning up after a crashed run -------------------------------------------------------------------
 
 
-def remove_unreferenced(
-    path: str, entries: Mapping[str, ShardEntry], storage_options: Mapping[str, Any]
-) -> list[str]:
+def remove_unreferenced(out: Location, entries: Mapping[str, ShardEntry]) -> list[str]:
     """Removes what a crashed run left behind: temporary files, and output or dead-letter files that no
     manifest entry points at (written but never committed, or replaced in another partition). Files that
     distilbeam did not name are left alone. Returns the relative paths removed."""
-    fs, root = storage.filesystem(path, storage_options)
+    fs, root = out.filesystem()
     fs.invalidate_cache()
     if not fs.exists(root):
         return []
-    storage.remove(state_uri(path, SPLITS_DIR), storage_options, recursive=True)  # of runs that died
+    state_location(out, SPLITS_DIR).remove(recursive=True)  # of runs that died
     fs.invalidate_cache()
     referenced = {f for e in entries.values() for f in e.files()}
     removed = []
@@ -239,11 +237,11 @@ def _remove_empty_partitions(fs: Any, root: str) -> None:
                 os.rmdir(folder)
 
 
-def remove_shard_outputs(path: str, entry: ShardEntry, storage_options: Mapping[str, Any]) -> None:
+def remove_shard_outputs(out: Location, entry: ShardEntry) -> None:
     """Drops a committed shard: its entry first (so it is never half-listed), then its files."""
-    remove_entry(path, entry.source, storage_options)
+    remove_entry(out, entry.source)
     for relative in entry.files():
-        storage.remove(output_uri(path, relative), storage_options)
+        output_location(out, relative).remove()
 
 
 # -- one run's settings, carried into the pipeline -----------------------------------------------------
@@ -287,24 +285,22 @@ def carried_counts(entries: Iterable[ShardEntry]) -> dict[str, int]:
 
 
 def commit_split(
-    path: str,
+    out: Location,
     run: RunSettings,
     split: Any,
     files: tuple[str, str | None],
     counts: tuple[int, int, int, int],
-    storage_options: Mapping[str, Any],
 ) -> ShardEntry | None:
     """Called once a split's files are in place. A shard read whole is committed at once. A split shard is
     committed by whichever of its splits finds, after recording its own files and counts under
     ``_state/splits/``, that every split of the shard has done so in this run: the entry then lists every
     split's files. Returns the entry, or None while splits are missing."""
     if split.whole:
-        return commit_shard(path, run, split.uri, [files], [counts], storage_options)
-    folder = layout.split_records_uri(path, split.uri)
+        return commit_shard(out, run, split.uri, [files], [counts])
+    folder = layout.split_records_location(out, split.uri)
     record = {"run_id": run.run_id, "index": split.index, "files": list(files), "counts": list(counts)}
-    uri = storage.join(folder, layout.split_record_name(split.index))
-    storage.write_atomic(uri, lambda f: f.write(json.dumps(record).encode()), storage_options)
-    fs, root = storage.filesystem(folder, storage_options)
+    folder.join(layout.split_record_name(split.index)).write_bytes(json.dumps(record).encode())
+    fs, root = folder.filesystem()
     fs.invalidate_cache()
     names = [n for n in fs.ls(root, detail=False) if n.endswith(".json")]
     records = [json.loads(blob) for blob in fs.cat(names).values()] if names else []
@@ -312,28 +308,21 @@ def commit_split(
     if len(mine) < split.count:
         return None
     ordered = [mine[k] for k in range(split.count)]
-    entry = commit_shard(
-        path,
-        run,
-        split.uri,
-        [tuple(r["files"]) for r in ordered],
-        [tuple(r["counts"]) for r in ordered],
-        storage_options,
-    )
-    storage.remove(folder, storage_options, recursive=True)
-    if storage.is_local(path):  # the last split shard in: no empty folder left behind
+    files_of = [tuple(r["files"]) for r in ordered]
+    entry = commit_shard(out, run, split.uri, files_of, [tuple(r["counts"]) for r in ordered])
+    folder.remove(recursive=True)
+    if out.is_local:  # the last split shard in: no empty folder left behind
         with contextlib.suppress(OSError):
-            os.rmdir(state_uri(path, SPLITS_DIR))
+            os.rmdir(state_location(out, SPLITS_DIR).url)
     return entry
 
 
 def commit_shard(
-    path: str,
+    out: Location,
     run: RunSettings,
     source: str,
     files: list[tuple[str, str | None]],
     counts: list[tuple[int, int, int, int]],
-    storage_options: Mapping[str, Any],
 ) -> ShardEntry:
     """Records a shard whose files (data and dead letter of each split) are in place, then removes the
     files of its earlier commit that are not among them (another run_date partition, another split
@@ -353,18 +342,18 @@ def commit_shard(
         run_id=run.run_id,
         committed_at=iso_time(time.time()),
     )
-    write_entry(path, entry, storage_options)
+    write_entry(out, entry)
     for relative in run.previous.get(source, ()):
         if relative not in entry.files():
-            uri = output_uri(path, relative)
-            storage.remove(uri, storage_options)
-            _remove_folder_if_empty(uri, storage_options)
+            earlier = output_location(out, relative)
+            earlier.remove()
+            _remove_folder_if_empty(earlier)
     return entry
 
 
-def _remove_folder_if_empty(uri: str, storage_options: Mapping[str, Any]) -> None:
+def _remove_folder_if_empty(file: Location) -> None:
     """A local partition folder emptied by moving its last shard elsewhere goes too."""
-    fs, path = storage.filesystem(uri, storage_options)
+    fs, path = file.filesystem()
     folder = os.path.dirname(path)
     if isinstance(fs, LocalFileSystem) and layout.is_partition(os.path.basename(folder)):
         with contextlib.suppress(OSError):  # not empty, or gone already

@@ -12,6 +12,7 @@ import apache_beam as beam
 
 from distilbeam.transforms import report, state
 from distilbeam.transforms.schema import ShardStats
+from distilbeam.transforms.storage import Location
 from distilbeam.transforms.write import AddUpResults, SplitResult
 
 
@@ -33,9 +34,9 @@ def summary_dict(stats: ShardStats, facts: Mapping[str, Any], wall_seconds: floa
 class WriteRunReport(beam.PTransform):
     """Every split's ``SplitResult`` -> the run's summary and report, written once every shard is in."""
 
-    def __init__(self, path: str, facts: Mapping[str, Any], run: state.RunSettings, storage_options: Any):
+    def __init__(self, out: Location, facts: Mapping[str, Any], run: state.RunSettings):
         super().__init__()
-        self._fn = WriteRunReportFn(path, facts, run, storage_options)
+        self._fn = WriteRunReportFn(out, facts, run)
 
     def expand(self, results: beam.PCollection) -> beam.PCollection:
         return (
@@ -49,20 +50,17 @@ class WriteRunReportFn(beam.DoFn):
     """Once every shard is committed: the run's summary and report under ``_state/runs/<run id>/``, and
     the output's top-level ``_SUMMARY.json`` and ``_REPORT.*``."""
 
-    def __init__(
-        self, path: str, facts: Mapping[str, Any], run: state.RunSettings, storage_options: Mapping[str, Any]
-    ):
-        self._path = path
+    def __init__(self, out: Location, facts: Mapping[str, Any], run: state.RunSettings):
+        self._out = out
         self._facts = facts
         self._run = run
-        self._storage_options = storage_options
 
     def process(self, result: SplitResult) -> Iterator[dict[str, Any]]:
         summary = run_summary(
             result.stats, result.profile, result.timeline, self._facts, self._run, time.time()
         )
         latest = result.stats.shards > 0 or self._run.summary_behind  # a run that changed nothing leaves them
-        report.write_run_record(self._path, summary, self._storage_options, latest=latest)
+        report.write_run_record(self._out, summary, latest=latest)
         yield summary
 
 

@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
-from distilbeam.transforms import report, state, storage
-from distilbeam.transforms.layout import TEMP_SUFFIX, output_uri, shard_files
+from distilbeam.transforms import report, state
+from distilbeam.transforms.layout import TEMP_SUFFIX, output_location, shard_files
 from distilbeam.transforms.read import Split
 from distilbeam.transforms.schema import (
     DEAD_LETTER_SCHEMA,
@@ -41,6 +41,7 @@ from distilbeam.transforms.schema import (
     output_row,
     output_table,
 )
+from distilbeam.transforms.storage import Location
 
 log = logging.getLogger(__name__)
 ROW_GROUP_ROWS = 16384  # rows buffered before a row group is written
@@ -48,11 +49,10 @@ ROW_GROUP_ROWS = 16384  # rows buffered before a row group is written
 
 @dataclasses.dataclass(frozen=True)
 class WriteSettings:
-    path: str
+    output: Location  # the output folder
     schema: pa.Schema  # with the key-value metadata every file carries
     keep_text: bool
     compression: str
-    storage_options: Mapping[str, Any] = dataclasses.field(repr=False)  # may hold credentials
     # The run this write belongs to, whose manifest entries commit each shard (see transforms/state.py);
     # and the task columns the run report profiles.
     run: state.RunSettings | None = None
@@ -243,7 +243,7 @@ class SplitWriter:
         return None if self._s.compression == "none" else self._s.compression
 
     def _atomic(self, relative: str) -> Any:
-        return storage.atomic_file(output_uri(self._s.path, relative), self._s.storage_options)
+        return output_location(self._s.output, relative).atomic_file()
 
     def commit(self) -> SplitResult:
         """Puts the split's files in place (an empty split still gets a data file with the schema), then
@@ -254,12 +254,12 @@ class SplitWriter:
             self._data_handle = self._stack.enter_context(self._atomic(self.data_file))
             self._data = pq.ParquetWriter(self._data_handle, s.schema, compression=self._compression)
         self._close_data()
-        errors_uri = output_uri(s.path, self.errors_file)
+        errors = output_location(s.output, self.errors_file)
         if self._errors is not None:
             self._errors.close()
         self._stack.close()  # both files in place: the data file first
         if self._errors is None:  # a dead letter left by an earlier run of this split would be stale
-            storage.remove(errors_uri, s.storage_options)
+            errors.remove()
         self._count()
         if self._read != self._written + self._failed:
             log.error(
@@ -275,7 +275,7 @@ class SplitWriter:
         files = (self.data_file, self.errors_file if self._errors is not None else None)
         counts = (self._read, self._written, self._failed, self._tokens)
         if s.run is not None and counts[0] == counts[1] + counts[2]:  # else the shard stays uncommitted
-            state.commit_split(s.path, s.run, self._split, files, counts, s.storage_options)
+            state.commit_split(s.output, s.run, self._split, files, counts)
         stats = ShardStats(int(self._split.index == 0), *counts, dict(sorted(self._by_stage.items())))
         return SplitResult(stats, self._profile, self._timeline)
 

@@ -121,7 +121,9 @@ def child_host(spec: dict[str, Any]) -> dict[str, Any]:
         }
     )
     plan = runs.choose_shards(prepare(cfg), "host", False, None, read_output=False)
-    write = WriteSettings(str(out), plan.schema, False, "zstd", {}, run=plan.run, tasks=tuple(cfg.tasks))
+    write = WriteSettings(
+        cfg.output.location, plan.schema, False, "zstd", run=plan.run, tasks=tuple(cfg.tasks)
+    )
     fn = AnnotateSplitFn(plan.groups, read_settings(cfg), write, cfg.batching.sort_window)
     fn.setup()
     fn._models()  # loaded before the clock starts: this measures the path, not the load

@@ -144,7 +144,8 @@ def test_a_run_refuses_an_output_another_run_holds_until_that_run_dies(models_di
 HOLD_LOCK = """
 import sys, time
 import distilbeam.transforms.lock as lock
-lock.OutputLock(sys.argv[1], {}, "20260101T000000Z-other").acquire()
+from distilbeam.transforms.storage import Location
+lock.OutputLock(Location(sys.argv[1]), "20260101T000000Z-other").acquire()
 print("locked", flush=True)
 time.sleep(600)
 """

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from distilbeam.transforms import lock
+from distilbeam.transforms.storage import Location
 from tests.conftest import run_cli
 
 
@@ -71,9 +72,9 @@ def test_incremental_runs_on_s3(s3, models_dir, tmp_path):
 
 def test_lock_on_s3_refuses_a_second_run(s3):
     fs, _ = s3
-    with lock.OutputLock("s3://corpus/locked", {}, "run-1"):
+    with lock.OutputLock(Location("s3://corpus/locked"), "run-1"):
         assert json.loads(fs.cat("corpus/locked/_state/lock.json"))["run_id"] == "run-1"
         with pytest.raises(lock.OutputLocked, match="in use by run run-1"):
-            lock.OutputLock("s3://corpus/locked", {}, "run-2").acquire()
+            lock.OutputLock(Location("s3://corpus/locked"), "run-2").acquire()
     fs.invalidate_cache()
     assert not fs.exists("corpus/locked/_state/lock.json")

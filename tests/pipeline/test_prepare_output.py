@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from distilbeam.transforms import SetupError, layout
+from distilbeam.transforms.storage import Location
 
 OURS = [
     "part-0123456789abcdef.parquet",
@@ -32,19 +33,21 @@ def files(root):
 def test_force_removes_distilbeam_outputs_and_keeps_run_records_and_other_files(tmp_path):
     make(tmp_path, [*OURS, *KEPT, "notes.txt"])
     with pytest.raises(SetupError, match="is not empty"):
-        layout.prepare_output(str(tmp_path), {}, force=False)
-    layout.prepare_output(str(tmp_path), {}, force=True)
+        layout.prepare_output(Location(str(tmp_path)), force=False)
+    layout.prepare_output(Location(str(tmp_path)), force=True)
     assert files(tmp_path) == sorted([*KEPT, "notes.txt"])
 
 
 def test_incremental_mode_accepts_an_output_of_its_own_files_only(tmp_path):
     make(tmp_path, [*OURS, *KEPT, ".part-0123456789abcdef.parquet.0123456789abcdef0123456789abcdef.tmp"])
-    layout.prepare_output(str(tmp_path), {}, force=False, mode="incremental")  # resumes: nothing removed
+    layout.prepare_output(
+        Location(str(tmp_path)), force=False, mode="incremental"
+    )  # resumes: nothing removed
     assert len(files(tmp_path)) == len(OURS) + len(KEPT) + 1
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(SetupError, match="is not empty"):
-        layout.prepare_output(str(tmp_path), {}, force=False, mode="incremental")
-    layout.prepare_output(str(tmp_path), {}, force=True, mode="incremental")  # starts over
+        layout.prepare_output(Location(str(tmp_path)), force=False, mode="incremental")
+    layout.prepare_output(Location(str(tmp_path)), force=True, mode="incremental")  # starts over
     assert files(tmp_path) == sorted(
         [*KEPT, ".part-0123456789abcdef.parquet.0123456789abcdef0123456789abcdef.tmp", "notes.txt"]
     )
@@ -52,5 +55,5 @@ def test_incremental_mode_accepts_an_output_of_its_own_files_only(tmp_path):
 
 def test_run_records_alone_do_not_make_an_output_non_empty(tmp_path):
     make(tmp_path, KEPT)
-    layout.prepare_output(str(tmp_path), {}, force=False)
+    layout.prepare_output(Location(str(tmp_path)), force=False)
     assert files(tmp_path) == KEPT

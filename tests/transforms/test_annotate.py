@@ -20,6 +20,7 @@ from distilbeam.transforms.batching import CALLS_PER_BATCH, Batch, tokenize
 from distilbeam.transforms.layout import shard_file_name
 from distilbeam.transforms.read import ReadSettings, Split
 from distilbeam.transforms.schema import Annotated, Document, Failure, output_schema
+from distilbeam.transforms.storage import Location
 from distilbeam.transforms.tasks import Runtime, TaskHandler, TaskSettings
 from distilbeam.transforms.tasks.build import build_handler
 from distilbeam.transforms.write import WriteSettings
@@ -180,7 +181,7 @@ def test_annotate_splits_on_the_direct_runner_writes_each_split(models_dir, tmp_
     expected = one_at_a_time(plan)
     out = tmp_path_factory.mktemp("written")
     tasks = tuple(h.name for g in plan.groups for h in g.handlers)
-    write = WriteSettings(str(out), plan.schema, False, "zstd", {}, tasks=tasks)
+    write = WriteSettings(Location(str(out)), plan.schema, False, "zstd", tasks=tasks)
     options = PipelineOptions(["--runner=DirectRunner"])
     with BeamTestPipeline(options=options) as p:
         results = (
@@ -218,7 +219,7 @@ def test_memory_does_not_grow_with_the_shard(models_dir, tmp_path, monkeypatch):
         shard = tmp_path / f"shard-{n}.jsonl"
         shard.write_text("".join(f'{{"id": "{i}", "text": "{TEXTS[i % 3]} number {i}"}}\n' for i in range(n)))
         plan = plan_tasks(tasks, "auto")
-        write_settings = WriteSettings(str(tmp_path / "out"), plan.schema, False, "zstd", {})
+        write_settings = WriteSettings(Location(str(tmp_path / "out")), plan.schema, False, "zstd")
         fn = AnnotateSplitFn(plan.groups, READ, write_settings, sort_window=50)
         fn.setup()
         fn._models()

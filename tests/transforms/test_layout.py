@@ -10,8 +10,11 @@ import pytest
 
 from distilbeam.transforms import SetupError, layout
 from distilbeam.transforms.read import Split
+from distilbeam.transforms.storage import Location
 
 SOURCE = "gs://bucket/in/shard-0.jsonl"
+OPTIONS = {"anon": True}  # carried to every place under the output
+OUT = Location("/out", OPTIONS)
 HASH = hashlib.blake2b(SOURCE.encode(), digest_size=8).hexdigest()
 
 
@@ -24,15 +27,17 @@ def test_a_shard_names_its_files_its_entry_and_its_split_records():
     )
     assert layout.shard_file_name(SOURCE, Split(SOURCE, "jsonl")) == f"part-{HASH}.parquet"  # read whole
     assert layout.entry_name(SOURCE) == f"{HASH}.json"
-    assert layout.split_records_uri("/out", SOURCE) == f"/out/_state/splits/{HASH}"
+    assert layout.split_records_location(OUT, SOURCE) == Location(f"/out/_state/splits/{HASH}", OPTIONS)
     assert layout.split_record_name(7) == "00007.json"
 
 
 def test_state_run_records_and_lock_live_under_state():
-    assert layout.state_uri("s3://b/out", "shards") == "s3://b/out/_state/shards"
-    assert layout.run_record_uri("/out", "R", layout.RUN_SUMMARY) == "/out/_state/runs/R/summary.json"
-    assert layout.lock_uri("/out") == "/out/_state/lock.json"
-    assert layout.output_uri("/out", "_errors/part-x.parquet") == "/out/_errors/part-x.parquet"
+    assert layout.state_location(Location("s3://b/out", OPTIONS), "shards") == Location(
+        "s3://b/out/_state/shards", OPTIONS
+    )
+    assert layout.run_record_location(OUT, "R", layout.RUN_SUMMARY).url == "/out/_state/runs/R/summary.json"
+    assert layout.lock_location(OUT).url == "/out/_state/lock.json"
+    assert layout.output_location(OUT, "_errors/part-x.parquet").url == "/out/_errors/part-x.parquet"
     assert (layout.SUMMARY_FILE, layout.REPORT_MD, layout.REPORT_HTML) == (
         "_SUMMARY.json",
         "_REPORT.md",
@@ -81,5 +86,5 @@ def test_a_state_folder_with_the_lock_and_run_records_only_is_no_earlier_output(
 def test_an_output_path_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "out").write_text("x")
     with pytest.raises(SetupError, match="exists and is not a directory"):
-        layout.check_output_folder(str(tmp_path / "out"), {})
-    layout.check_output_folder(str(tmp_path / "new"), {}, writable=True)
+        layout.check_output_folder(Location(str(tmp_path / "out")))
+    layout.check_output_folder(Location(str(tmp_path / "new")), writable=True)

@@ -13,18 +13,19 @@ import time
 import pytest
 
 from distilbeam.transforms import lock
+from distilbeam.transforms.storage import Location
 
 
 def test_lock_refuses_a_second_holder_and_is_released(tmp_path):
-    first = lock.OutputLock(str(tmp_path), {}, "run-1")
+    first = lock.OutputLock(Location(str(tmp_path)), "run-1")
     first.acquire()
     record = json.loads((tmp_path / "_state" / "lock.json").read_text())
     assert record["run_id"] == "run-1" and record["pid"] == os.getpid()
     with pytest.raises(lock.OutputLocked, match=r"in use by run run-1 .*lock\.json"):
-        lock.OutputLock(str(tmp_path), {}, "run-2").acquire()
+        lock.OutputLock(Location(str(tmp_path)), "run-2").acquire()
     first.release()
     assert not (tmp_path / "_state" / "lock.json").exists()
-    with lock.OutputLock(str(tmp_path), {}, "run-3"):
+    with lock.OutputLock(Location(str(tmp_path)), "run-3"):
         assert json.loads((tmp_path / "_state" / "lock.json").read_text())["run_id"] == "run-3"
 
 
@@ -48,21 +49,21 @@ def test_lock_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     _write_lock(tmp_path, pid=int(child.stdout))
-    with lock.OutputLock(str(tmp_path), {}, "new"):
+    with lock.OutputLock(Location(str(tmp_path)), "new"):
         assert json.loads((tmp_path / "_state" / "lock.json").read_text())["run_id"] == "new"
 
 
 def test_lock_on_another_host_holds_until_it_expires(tmp_path):
     _write_lock(tmp_path, host="elsewhere", pid=1)
     with pytest.raises(lock.OutputLocked, match="pid 1 on elsewhere"):
-        lock.OutputLock(str(tmp_path), {}, "new").acquire()
+        lock.OutputLock(Location(str(tmp_path)), "new").acquire()
     _write_lock(tmp_path, host="elsewhere", pid=1, expires_at=time.time() - 1)
-    with lock.OutputLock(str(tmp_path), {}, "new"):
+    with lock.OutputLock(Location(str(tmp_path)), "new"):
         assert json.loads((tmp_path / "_state" / "lock.json").read_text())["run_id"] == "new"
 
 
 def test_lock_is_renewed_while_held(tmp_path):
-    held = lock.OutputLock(str(tmp_path), {}, "run", ttl=0.6)
+    held = lock.OutputLock(Location(str(tmp_path)), "run", ttl=0.6)
     with held:
         first = json.loads((tmp_path / "_state" / "lock.json").read_text())["expires_at"]
         time.sleep(0.9)
@@ -71,6 +72,6 @@ def test_lock_is_renewed_while_held(tmp_path):
 
 
 def test_lock_released_before_anything_was_written_leaves_no_folder(tmp_path):
-    with lock.OutputLock(str(tmp_path / "new" / "out"), {}, "run"):
+    with lock.OutputLock(Location(str(tmp_path / "new" / "out")), "run"):
         assert (tmp_path / "new" / "out" / "_state" / "lock.json").exists()
     assert list(tmp_path.iterdir()) == []

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from distilbeam.transforms.batching import Batch, plan_batches, tokenize, windows
 from distilbeam.transforms.read import BOM, ReadSettings, Shard, derived_id, read_shard, sniff
 from distilbeam.transforms.schema import RAW_LIMIT, Annotated, Document, Failure, clip
+from distilbeam.transforms.storage import Location
 from distilbeam.transforms.tasks import Runtime
 from tests.transforms.handlers import handler_for
 
@@ -323,7 +324,7 @@ def test_rows_sharing_an_id_are_all_kept_and_all_flagged(ids, chunk, row_group):
 
     items = [Annotated(Document(id_, "s", i, "t"), 0, {}) for i, id_ in enumerate(ids)]
     with tempfile.TemporaryDirectory() as out:
-        settings = write.WriteSettings(out, output_schema({}, False), False, "zstd", {})
+        settings = write.WriteSettings(Location(out), output_schema({}, False), False, "zstd")
         original, write.ROW_GROUP_ROWS = write.ROW_GROUP_ROWS, row_group
         try:
             with write.SplitWriter(settings, Split("s", "jsonl")) as writer:

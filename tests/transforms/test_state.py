@@ -8,6 +8,7 @@ import time
 import pytest
 
 from distilbeam.transforms import state
+from distilbeam.transforms.storage import Location
 
 
 def entry(source: str, **kw) -> state.ShardEntry:
@@ -71,17 +72,17 @@ def test_select_shards_new_changed_config_and_refresh():
 
 def test_entries_round_trip_and_a_torn_entry_is_named(tmp_path):
     e = entry("s3://bucket/x.jsonl", errors=("_errors/part-0000000000000000.parquet",))
-    state.write_entry(str(tmp_path), e, {})
-    assert state.read_entries(str(tmp_path), {}) == {e.source: e}
+    state.write_entry(Location(str(tmp_path)), e)
+    assert state.read_entries(Location(str(tmp_path))) == {e.source: e}
     split = entry(
         "s3://bucket/y.jsonl",
         outputs=("part-1111111111111111-00000.parquet", "part-1111111111111111-00001.parquet"),
     )
-    state.write_entry(str(tmp_path), split, {})
-    assert state.read_entries(str(tmp_path), {})[split.source] == split
+    state.write_entry(Location(str(tmp_path)), split)
+    assert state.read_entries(Location(str(tmp_path)))[split.source] == split
     (tmp_path / "_state" / "shards" / "broken.json").write_text("{not json")
     with pytest.raises(state.SetupError, match=r"broken\.json"):
-        state.read_entries(str(tmp_path), {})
+        state.read_entries(Location(str(tmp_path)))
 
 
 def test_remove_unreferenced_keeps_committed_and_foreign_files(tmp_path):
@@ -105,7 +106,7 @@ def test_remove_unreferenced_keeps_committed_and_foreign_files(tmp_path):
     for relative in files:
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_bytes(b"x")
-    removed = state.remove_unreferenced(str(tmp_path), {"a": committed}, {})
+    removed = state.remove_unreferenced(Location(str(tmp_path)), {"a": committed})
     assert sorted(removed) == sorted(r for r, keep in files.items() if not keep and "_state" not in r)
     for relative, keep in files.items():
         assert (tmp_path / relative).exists() == keep, relative

@@ -19,6 +19,7 @@ from distilbeam.transforms.schema import (
     ShardStats,
     output_schema,
 )
+from distilbeam.transforms.storage import Location
 from distilbeam.transforms.summary import summary_dict
 from distilbeam.transforms.tasks import classify, ner
 from distilbeam.transforms.write import SplitResult, SplitWriter, WriteSettings, split_writable, total
@@ -120,7 +121,7 @@ def failure(offset: int, stage: str = "parse") -> Failure:
 
 def write_shard(tmp_path, chunks, keep_text=False, split=None, records=None):
     """Writes ``chunks`` of (annotated documents, failures) as one split; its stats."""
-    settings = WriteSettings(str(tmp_path), schema(keep_text), keep_text, "zstd", {})
+    settings = WriteSettings(Location(str(tmp_path)), schema(keep_text), keep_text, "zstd")
     with SplitWriter(settings, split or Split(SOURCE, "jsonl")) as writer:
         for k, (docs, failed) in enumerate(chunks):
             n = len(docs) + len(failed) if records is None else records[k]
@@ -204,7 +205,7 @@ def test_a_split_writes_a_part_file_of_its_own(tmp_path):
 
 
 def test_a_failed_split_leaves_no_file_behind(tmp_path):
-    settings = WriteSettings(str(tmp_path), schema(), False, "zstd", {})
+    settings = WriteSettings(Location(str(tmp_path)), schema(), False, "zstd")
     with pytest.raises(RuntimeError), SplitWriter(settings, Split(SOURCE, "jsonl")) as writer:
         writer.write([annotated(i) for i in range(3)], [failure(3)], records=4)
         raise RuntimeError("the worker died")
