@@ -58,6 +58,12 @@ def write_model_dir(directory: Path, model: Any, tokenizer: Any, facts: Mapping[
     (directory / "README.md").write_text(card.render(facts), encoding="utf-8")
     (directory / card.METRICS_FILE).write_text(card.metrics_json(facts), encoding="utf-8")
     (directory / report.REPORT_FILE).write_text(report.render(facts), encoding="utf-8")
+    # Readable as any file the user writes (the weights are saved through a private temporary file):
+    # workers running as another user load the model from this directory.
+    umask = os.umask(0)
+    os.umask(umask)
+    for file in directory.rglob("*"):
+        file.chmod((0o777 if file.is_dir() else 0o666) & ~umask)
 
 
 def publish(directory: Path, uri: str, storage_options: Mapping[str, Any]) -> None:

@@ -53,6 +53,7 @@ def test_model_directory_loads_as_a_classify_model(sentiment_run, models_dir):
     assert {"accuracy", "macro_f1"} <= set(facts["baseline"]) and "accuracy" in facts["final"]
     assert "<svg" in (out / "training_report.html").read_text()
     assert not list(root.glob(".*partial"))
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in out.iterdir())  # readable by group and others
 
 
 def test_same_data_and_seed_give_the_same_weights(sentiment_run, tmp_path):
