@@ -16,6 +16,15 @@ import yaml
 from distilbeam.transforms.tasks import demo_models
 
 REPO = Path(__file__).resolve().parent.parent
+# Whole runs of the command, container and cluster checks: part of the suite, not of the fast loop
+# (`make check`, `pytest -m "not slow"`).
+SLOW_FOLDERS = ("e2e", "deploy")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if Path(item.fspath).relative_to(REPO / "tests").parts[0] in SLOW_FOLDERS:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

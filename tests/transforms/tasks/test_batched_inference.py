@@ -17,6 +17,9 @@ from distilbeam.transforms.schema import Annotated, Document, Failure
 from distilbeam.transforms.tasks import Runtime, demo_models
 from tests.transforms import handlers
 
+# Every task kind batched against each document alone: the full suite, not the fast loop.
+pytestmark = pytest.mark.slow
+
 
 def texts(n: int = 40, seed: int = 7) -> list[str]:
     """Documents of very different lengths, some past the tiny models' 512-token window."""

@@ -15,6 +15,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from distilbeam.transforms.batching import windows
 from distilbeam.transforms.tasks import demo_models
 
+# Sweeps of windows, strides and strategies against the pipeline: the full suite, not the fast loop.
+pytestmark = pytest.mark.slow
+
 UNICODE = "Très bon restaurant à Lyon — naïve café, 東京 and 北京; مرحبا 👩🏽‍💻 Zürich São Paulo. "
 DOCUMENTS = [
     " ".join(demo_models.corpus(4, seed=21)),
