@@ -64,7 +64,7 @@ def local_config(uri: str) -> str:
     """A config in object storage is copied to a local file; a path in the image is used as it is."""
     if storage.is_local(uri):
         return uri
-    fs, path = storage.filesystem(uri)
+    fs, path = storage.Location(uri).filesystem()
     try:
         text = fs.cat_file(path)
     except Exception as exc:

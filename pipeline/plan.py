@@ -15,7 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from distilbeam.pipeline import __version__, runners
 from distilbeam.pipeline.config import Config, ConfigError, drop_storage_options
-from distilbeam.transforms import SetupError, models
+from distilbeam.transforms import SetupError, models, storage
 from distilbeam.transforms.annotate import TaskGroup
 from distilbeam.transforms.read import ReadSettings, Shard, find_shards
 from distilbeam.transforms.schema import output_schema
@@ -102,7 +102,8 @@ def annotation_sha256(cfg: Config, identities: dict[str, Any]) -> str:
 
 def read_settings(cfg: Config) -> ReadSettings:
     i = cfg.input
-    settings = (i.format, i.id_field, i.text_field, i.max_chars, i.storage_options, i.long_documents)
+    options = storage.Options(i.storage_options)
+    settings = (i.format, i.id_field, i.text_field, i.max_chars, options, i.long_documents)
     return ReadSettings(*settings, text_pair_field=i.text_pair_field)
 
 

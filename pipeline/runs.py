@@ -22,7 +22,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from distilbeam.pipeline.config import Config
 from distilbeam.pipeline.options import given, runner_name, worker_processes
-from distilbeam.pipeline.plan import Plan
+from distilbeam.pipeline.plan import Plan, read_settings
 from distilbeam.transforms import layout, report, state, storage
 from distilbeam.transforms.progress import ProgressLine
 from distilbeam.transforms.schema import ShardStats
@@ -56,7 +56,8 @@ def choose_shards(
     nor changed, and every shard counts as new."""
     cfg = plan.cfg
     out = cfg.output.location
-    identities = state.identify_shards([s.uri for s in plan.shards], cfg.input.storage_options)
+    read = read_settings(cfg)
+    identities = state.identify_shards([read.location(s.uri) for s in plan.shards])
     entries = state.read_entries(out) if read_output else {}
     removed = state.remove_unreferenced(out, entries) if read_output else []
     if removed:

@@ -28,11 +28,22 @@ PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 @dataclasses.dataclass(frozen=True)
 class ModelRef:
-    uri: str  # Hub id, local directory, or fsspec URL of a directory
+    # A Hub id, a local directory, or the fsspec URL of a directory with its store's options (kept out of
+    # reprs: they may hold credentials); a string is taken as a place reached without options.
+    location: storage.Location
     revision: str | None = None
     allow_pickle: bool = False
-    # fsspec options for a remote directory's store; may hold credentials, so kept out of reprs.
-    storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+    # For callers that still pass a URL and its options apart (transforms/training, pipeline/training.py,
+    # pipeline/distil.py): folded into ``location``.
+    storage_options: dataclasses.InitVar[Mapping[str, Any] | None] = None
+
+    def __post_init__(self, storage_options: Mapping[str, Any] | None) -> None:
+        if not isinstance(self.location, storage.Location):
+            object.__setattr__(self, "location", storage.Location(self.location, storage_options))
+
+    @property
+    def uri(self) -> str:
+        return self.location.url
 
     @property
     def is_remote(self) -> bool:
@@ -51,7 +62,7 @@ def cache_root() -> Path:
 def local_dir(ref: ModelRef) -> Path:
     """A local directory holding the model's files, fetching and caching it when it lives elsewhere."""
     if ref.is_remote:
-        return _cached_copy(ref.uri, ref.storage_options)
+        return _cached_copy(ref.location)
     if ref.is_local:
         path = Path(ref.uri.removeprefix("file://")).expanduser()
         if path.exists() and not path.is_dir():
@@ -81,7 +92,7 @@ def worker_dir(ref: ModelRef) -> Path:
         ) from None
 
 
-def _cached_copy(uri: str, storage_options: Mapping[str, Any]) -> Path:
+def _cached_copy(source: storage.Location) -> Path:
     """Copies a remote model directory into the cache under a key of its URL and its files' identities
     (size and etag/generation/checksum), so a changed model is fetched anew and an unchanged one reused by
     later bundles, tasks and runs on the same machine.
@@ -90,8 +101,9 @@ def _cached_copy(uri: str, storage_options: Mapping[str, Any]) -> Path:
     directory is renamed into place only when complete: a half-copied model is never used, whether the
     copy failed or its process was killed. Processes on one machine take a lock on the cache, so one copies
     while the others wait and then reuse its copy."""
+    uri = source.url
     try:
-        fs, root = storage.filesystem(uri, storage_options)
+        fs, root = source.filesystem()
         listing = storage.retrying("list model directory", uri, lambda: fs.find(root, detail=True))
     except storage.StorageError as exc:
         raise SetupError(str(exc)) from exc

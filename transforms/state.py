@@ -57,27 +57,28 @@ def content_identity(info: Mapping[str, Any]) -> str:
     return f"size:{info.get('size')}"
 
 
-def identify_shards(uris: Iterable[str], storage_options: Mapping[str, Any]) -> dict[str, ShardIdentity]:
-    """Size and identity of each shard, from one listing per folder (one request per folder on an object
-    store), falling back to a lookup per file for anything the listing did not show."""
-    uris = list(uris)
-    by_folder: dict[str, list[str]] = {}
-    for uri in uris:
-        by_folder.setdefault(uri.rsplit("/", 1)[0] if "/" in uri else ".", []).append(uri)
+def identify_shards(shards: Iterable[Location]) -> dict[str, ShardIdentity]:
+    """Size and identity of each shard, by URI, from one listing per folder (one request per folder on an
+    object store), falling back to a lookup per file for anything the listing did not show."""
+    shards = list(shards)
+    by_folder: dict[Location, list[Location]] = {}
+    for shard in shards:
+        folder = shard.url.rsplit("/", 1)[0] if "/" in shard.url else "."
+        by_folder.setdefault(dataclasses.replace(shard, url=folder), []).append(shard)
     found: dict[str, ShardIdentity] = {}
     for folder, members in by_folder.items():
-        fs, path = storage.filesystem(folder, storage_options)
+        fs, path = folder.filesystem()
         try:
             listing = {storage.to_uri(fs, i["name"]): i for i in fs.ls(path, detail=True)}
         except (OSError, ValueError):
             listing = {}
-        for uri in members:
-            info = listing.get(uri)
+        for shard in members:
+            info = listing.get(shard.url)
             if info is None:
-                fs_one, path_one = storage.filesystem(uri, storage_options)
+                fs_one, path_one = shard.filesystem()
                 info = fs_one.info(path_one)
-            found[uri] = ShardIdentity(uri, int(info.get("size") or 0), content_identity(info))
-    return {uri: found[uri] for uri in uris}
+            found[shard.url] = ShardIdentity(shard.url, int(info.get("size") or 0), content_identity(info))
+    return {shard.url: found[shard.url] for shard in shards}
 
 
 # -- the manifest --------------------------------------------------------------------------------------

@@ -532,30 +532,3 @@ def file_identity(info: Mapping[str, Any]) -> tuple[Any, Any]:
         (info[k] for k in ("ETag", "etag", "generation", "md5Hash", "crc32c", "mtime") if k in info), ""
     )
     return info.get("size"), str(tag)
-
-
-def remove(uri: str, storage_options: Mapping[str, Any] | None = None, recursive: bool = False) -> None:
-    Location(uri, storage_options).remove(recursive)
-
-
-def open_raw(
-    uri: str, storage_options: Mapping[str, Any] | None = None, block_size: int = READ_BLOCK_BYTES
-) -> IO[bytes]:
-    return Location(uri, storage_options).open_raw(block_size)
-
-
-def write_atomic(
-    uri: str, write: Callable[[IO[bytes]], None], storage_options: Mapping[str, Any] | None = None
-) -> None:
-    with Location(uri, storage_options).atomic_file() as f:
-        write(f)
-
-
-def atomic_file(
-    uri: str, storage_options: Mapping[str, Any] | None = None
-) -> contextlib.AbstractContextManager:
-    return Location(uri, storage_options).atomic_file()
-
-
-def check_writable(directory: str, storage_options: Mapping[str, Any] | None = None) -> None:
-    Location(directory, storage_options).check_writable()

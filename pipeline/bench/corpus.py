@@ -69,7 +69,7 @@ def read_corpus(path: Path, text_field: str) -> list[str]:
     from distilbeam.transforms import storage
 
     texts = []
-    with storage.open_input(str(path)) as stream:
+    with storage.Location(str(path)).open_input() as stream:
         jsonl = storage.strip_compression(path.name).endswith((".jsonl", ".json", ".ndjson"))
         for raw in stream:
             line = raw.decode("utf-8", "replace").rstrip("\r\n")

@@ -79,7 +79,7 @@ def test_beam_is_pinned_once():
 def test_a_url_whose_store_is_not_installed_names_the_extra(monkeypatch, uri, module, extra):
     uninstall(monkeypatch, module)
     with pytest.raises(storage.MissingExtra) as caught:
-        storage.filesystem(uri)
+        storage.Location(uri).filesystem()
     assert isinstance(caught.value, SetupError)
     assert caught.value.extra == extra
     message = str(caught.value)
@@ -91,7 +91,7 @@ def test_local_paths_need_no_extra(monkeypatch, tmp_path):
     uninstall(monkeypatch, "s3fs", "gcsfs")
     for path in (str(tmp_path), f"file://{tmp_path}", "relative/dir", "distilbert-base-uncased"):
         storage.require_filesystem(path)
-    assert storage.exists(str(tmp_path))
+    assert storage.Location(str(tmp_path)).exists()
 
 
 def test_an_installed_store_passes():

@@ -40,7 +40,7 @@ DOCS = [Document(f"doc-{i}", "/data/shard.txt", i, t) for i, t in enumerate(TEXT
 
 
 CPU = Runtime(device="cpu", torch_threads=1)
-READ = ReadSettings(None, "id", "text", 1_000_000, {})  # the config's input defaults
+READ = ReadSettings(None, "id", "text", 1_000_000)  # the config's input defaults
 
 
 @dataclasses.dataclass(frozen=True)

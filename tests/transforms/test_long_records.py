@@ -21,7 +21,7 @@ TEN_MB = 10 * 1024 * 1024
 
 
 def read_each(path, fmt, max_chars, long_documents="dead-letter"):
-    settings = ReadSettings(fmt, "id", "text", max_chars, {}, long_documents)
+    settings = ReadSettings(fmt, "id", "text", max_chars, long_documents=long_documents)
     return read_shard(Shard(str(path), fmt), settings)
 
 

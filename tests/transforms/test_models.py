@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from distilbeam.transforms import SetupError, models, storage
+from distilbeam.transforms.storage import Location
 from tests.transforms.handlers import build_task
 
 
@@ -35,7 +36,7 @@ def test_copied_once_then_reused(store, fault_proxy, models_dir, monkeypatch):
     fault_proxy.rate = 0.0  # a plain relay here, to count requests
     bucket, _ = remote_model(store, models_dir)
     ref = models.ModelRef(
-        fault_proxy.store.url(bucket, "classifier"), storage_options={"skip_instance_cache": True}
+        Location(fault_proxy.store.url(bucket, "classifier"), {"skip_instance_cache": True})
     )
     monkeypatch.setenv(*fault_proxy.store.endpoint_variable)
 
@@ -86,7 +87,7 @@ def test_an_interrupted_copy_is_never_used(store, models_dir, monkeypatch):
 
     # A process killed outright leaves its partial copy behind; it is never taken for the model.
     monkeypatch.setattr(storage, "retrying", real_retrying)
-    fs, root = storage.filesystem(url)
+    fs, root = Location(url).filesystem()
     listing = fs.find(root, detail=True)
     partial = models.cache_root() / "models" / f".{models.cache_key(url, listing)}.0123abcd.partial"
     partial.mkdir(parents=True)
@@ -107,11 +108,11 @@ def test_missing_and_denied_model_directories_are_named(store, fault_proxy, mode
     monkeypatch.setenv(*fault_proxy.store.endpoint_variable)
     options = {"skip_instance_cache": True}
     with pytest.raises(SetupError, match=f"model directory {missing} is empty or does not exist"):
-        models.local_dir(models.ModelRef(missing, storage_options=options))
+        models.local_dir(models.ModelRef(Location(missing, options)))
     fault_proxy.deny.add(bucket)
     denied = fault_proxy.store.url(bucket, "classifier")
     with pytest.raises(SetupError, match=f"cannot list model directory {denied}: access denied"):
-        models.local_dir(models.ModelRef(denied, storage_options=options))
+        models.local_dir(models.ModelRef(Location(denied, options)))
 
 
 def pickle_only(models_dir: Path, target: Path) -> Path:
@@ -156,3 +157,12 @@ def test_a_model_that_does_not_fit_its_task_is_refused_by_name(models_dir, tmp_p
     (unlabelled / "config.json").write_text(json.dumps(config))
     with pytest.raises(SetupError, match=r"model .*/unlabelled has no id2label"):
         task(str(unlabelled))
+
+
+def test_a_model_ref_carries_its_source_as_one_location():
+    options = {"key": "secret"}
+    ref = models.ModelRef(Location("s3://bucket/model", options), "main")
+    assert ref.uri == "s3://bucket/model" and ref.location.options == options and ref.is_remote
+    assert "secret" not in repr(ref)
+    assert models.ModelRef("s3://bucket/model", "main", False, options) == ref  # a URL and options apart
+    assert models.ModelRef("distilbert-base-uncased").location == Location("distilbert-base-uncased")

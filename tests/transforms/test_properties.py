@@ -36,7 +36,7 @@ def _put(data: bytes, suffix: str) -> str:
 
 
 def _read(uri: str, fmt: str, max_chars: int) -> list[Document | Failure]:
-    s = ReadSettings(None, "id", "text", max_chars, {})
+    s = ReadSettings(None, "id", "text", max_chars)
     try:
         records = list(read_shard(Shard(uri, fmt), s))
     finally:

@@ -21,7 +21,7 @@ from distilbeam.transforms import SetupError, storage
 from distilbeam.transforms.read import ReadSettings, Shard, derived_id, find_shards, parquet, read_shard
 from distilbeam.transforms.schema import Document, Failure
 
-SETTINGS = ReadSettings(format=None, id_field="id", text_field="text", max_chars=10_000, storage_options={})
+SETTINGS = ReadSettings(format=None, id_field="id", text_field="text", max_chars=10_000)
 
 COMPRESSORS = {
     "": lambda data: data,
@@ -101,7 +101,7 @@ def test_jsonl_ids_from_the_id_field_else_derived(tmp_path):
 def test_jsonl_without_id_field_derives_every_id(tmp_path):
     path = tmp_path / "docs.jsonl"
     path.write_text('{"id": "x", "body": "one"}\n{"id": "y", "body": "two"}\n', encoding="utf-8")
-    settings = ReadSettings(None, None, "body", 10_000, {})
+    settings = ReadSettings(None, None, "body", 10_000)
     records = read_all(path, settings)
     assert [r.id for r in records] == [derived_id(str(path), 0), derived_id(str(path), 1)]
     assert texts(records) == ["one", "two"]
@@ -301,7 +301,7 @@ def test_find_shards_expands_globs_infers_formats_and_dedupes(tmp_path):
 
 def test_configured_format_wins_over_extension(tmp_path):
     (tmp_path / "data.log").write_text("a\nb\n", encoding="utf-8")
-    settings = ReadSettings("text", None, "text", 100, {})
+    settings = ReadSettings("text", None, "text", 100)
     (shard,) = find_shards((str(tmp_path / "*.log"),), settings)
     assert shard.format == "text"
     assert texts(read_shard(shard, settings)) == ["a", "b"]
@@ -322,7 +322,7 @@ def test_unknown_extension_is_a_setup_error(tmp_path):
 def test_over_long_record_fails_alone(tmp_path):
     path = tmp_path / "long.txt"
     path.write_text("short\n" + "x" * 500 + "\nafter\n", encoding="utf-8")
-    records = read_all(path, ReadSettings(None, None, "text", 100, {}))
+    records = read_all(path, ReadSettings(None, None, "text", 100))
     assert [type(r).__name__ for r in records] == ["Document", "Failure", "Document"]
     assert [r.offset for r in records] == [0, 1, 2]
     assert records[1].stage == "read"
@@ -331,7 +331,7 @@ def test_over_long_record_fails_alone(tmp_path):
 
 # -- sentence pairs ------------------------------------------------------------------------------------------
 
-PAIRS = ReadSettings(None, "id", "premise", 40, {}, text_pair_field="hypothesis")
+PAIRS = ReadSettings(None, "id", "premise", 40, text_pair_field="hypothesis")
 
 
 def test_jsonl_pairs_read_both_texts_and_every_bad_pair_field_is_a_dead_letter_row(tmp_path):

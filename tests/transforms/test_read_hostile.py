@@ -46,7 +46,6 @@ def settings(**overrides) -> ReadSettings:
         "id_field": "id",
         "text_field": "text",
         "max_chars": 1000,
-        "storage_options": {},
     }
     return ReadSettings(**{**values, **overrides})
 
@@ -140,7 +139,7 @@ def test_a_broken_symlink_is_a_read_failure(tmp_path):
 UNPRIVILEGED_READ = """
 import json, os, sys
 from distilbeam.transforms.read import ReadSettings, Shard, read_shard
-s = ReadSettings(None, "id", "text", 1000, {})
+s = ReadSettings(None, "id", "text", 1000)
 if os.geteuid() == 0:  # root reads any file: drop to nobody, after the imports
     # A read as root first imports what reading imports lazily: nobody may not reach the code's folder.
     for path in sys.argv[1:]:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from distilbeam.transforms.read import ReadSettings, Shard, Split, plan_splits, read_shard, read_split
 
-SETTINGS = ReadSettings(None, "id", "text", 1_000, {})
+SETTINGS = ReadSettings(None, "id", "text", 1_000)
 
 
 def records(items) -> list[tuple]:

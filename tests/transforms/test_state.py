@@ -44,11 +44,11 @@ def test_content_identity_prefers_what_the_store_versions_objects_by():
 def test_identify_shards_sees_a_rewrite(tmp_path):
     a = tmp_path / "a.txt"
     a.write_text("one\n")
-    before = state.identify_shards([str(a)], {})[str(a)]
+    before = state.identify_shards([Location(str(a))])[str(a)]
     assert before.size == 4
     os.utime(a, (time.time() + 5, time.time() + 5))
     a.write_text("one\ntwo\n")
-    after = state.identify_shards([str(a)], {})[str(a)]
+    after = state.identify_shards([Location(str(a))])[str(a)]
     assert (after.size, after.identity) != (before.size, before.identity)
 
 

@@ -122,9 +122,9 @@ class LineReader(Reader):
 def _open(split: Split, settings: ReadSettings) -> IO[bytes]:
     """A peekable stream of the split's bytes: the whole shard decompressed, or its range as stored."""
     if split.whole:
-        stream = storage.open_input(split.uri, settings.storage_options)
+        stream = settings.location(split.uri).open_input()
         return stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type]
-    raw = storage.open_raw(split.uri, settings.storage_options)  # uncompressed: a split never is
+    raw = settings.location(split.uri).open_raw()  # uncompressed: a split never is
     return io.BufferedReader(ByteRange(raw, split.start, split.end), buffer_size=1 << 16)
 
 

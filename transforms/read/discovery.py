@@ -10,8 +10,6 @@ import dataclasses
 import os
 import re
 import stat
-from collections.abc import Mapping
-from typing import Any
 
 import fsspec
 
@@ -29,7 +27,8 @@ class ReadSettings:
     id_field: str | None
     text_field: str
     max_chars: int
-    storage_options: Mapping[str, Any] = dataclasses.field(repr=False)  # may hold credentials
+    # The input store's fsspec options, for every shard; may hold credentials.
+    options: storage.Options = dataclasses.field(default_factory=storage.Options, repr=False)
     # dead-letter: a document over max_chars is a dead-letter row; split: it is annotated in parts.
     long_documents: str = "dead-letter"
     # jsonl/parquet: the field of each record's second text, for sentence pairs; None reads one text.
@@ -38,6 +37,10 @@ class ReadSettings:
     @property
     def split(self) -> bool:
         return self.long_documents == "split"
+
+    def location(self, uri: str) -> storage.Location:
+        """An input file or glob, reached with the input's storage options."""
+        return storage.Location(uri, self.options)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,14 +53,15 @@ def find_shards(patterns: tuple[str, ...], settings: ReadSettings) -> list[Shard
     """Expands every glob; each must match at least one file, and each file must have a known format."""
     shards: dict[str, Shard] = {}
     for pattern in patterns:
+        glob = settings.location(pattern)
         try:
-            uris = storage.expand(pattern, settings.storage_options)
+            uris = glob.expand()
         except storage.StorageError as exc:  # its message names the pattern and what the store said
             raise SetupError(f"input.paths: {exc}") from exc
         except (OSError, ValueError) as exc:
             raise SetupError(f"input.paths: cannot list {pattern}: {exc}") from exc
         if not uris:
-            fs, path = storage.filesystem(pattern, settings.storage_options)
+            fs, path = glob.filesystem()
             if not fsspec.core.has_magic(path) and fs.isdir(path):
                 raise SetupError(f"input.paths: {pattern} is a directory; name its files, e.g. {pattern}/*")
             raise SetupError(f"input.paths: no file matches {pattern}")

@@ -140,10 +140,10 @@ def _open_parquet(uri: str, settings: ReadSettings) -> IO[bytes]:
     """A seekable handle on the Parquet file. A compressed one (``.parquet.gz``) is decompressed into a
     local temporary file first, as Parquet reads its footer before its rows, never into memory."""
     if storage.strip_compression(uri) == uri:
-        return storage.open_raw(uri, settings.storage_options)
+        return settings.location(uri).open_raw()
     spool = tempfile.TemporaryFile()  # noqa: SIM115 (the caller closes it)
     try:
-        with storage.open_input(uri, settings.storage_options) as stream:
+        with settings.location(uri).open_input() as stream:
             shutil.copyfileobj(stream, spool, 1 << 20)
         spool.seek(0)
     except BaseException:

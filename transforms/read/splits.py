@@ -98,7 +98,7 @@ def plan_splits(shard: Shard, size: int, split_bytes: int | None, settings: Read
     if split_bytes is None or size <= split_bytes or compressed or not_a_regular_file(shard.uri):
         return whole
     try:
-        with storage.open_raw(shard.uri, settings.storage_options) as stream:
+        with settings.location(shard.uri).open_raw() as stream:
             if shard.format == "parquet":
                 bounds = _row_group_bounds(pq.ParquetFile(stream), split_bytes)
             elif sniff(stream.read(len(BOM) + 16)) is None:
@@ -198,7 +198,7 @@ class SplitShardFn(beam.DoFn):
     def process(self, shard: Shard) -> Iterator[Split]:
         size = self._sizes.get(shard.uri)
         if size is None:
-            fs, path = storage.filesystem(shard.uri, self._settings.storage_options)
+            fs, path = self._settings.location(shard.uri).filesystem()
             size = storage.retrying("look up", shard.uri, lambda: fs.size(path)) or 0
         splits = plan_splits(shard, size, self._split_bytes, self._settings)
         if len(splits) > 1:

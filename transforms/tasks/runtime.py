@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from distilbeam.transforms import devices, models
+from distilbeam.transforms import devices, models, storage
 from distilbeam.transforms.batching import (
     CALL_OVERHEAD_TOKENS,
     device_kind,
@@ -41,7 +41,9 @@ class TaskSettings:
 
     @property
     def ref(self) -> models.ModelRef:
-        return models.ModelRef(self.model, self.revision, self.allow_pickle, self.storage_options)
+        return models.ModelRef(
+            storage.Location(self.model, self.storage_options), self.revision, self.allow_pickle
+        )
 
 
 @dataclasses.dataclass(frozen=True)
