@@ -1,6 +1,6 @@
-"""``distilbeam train`` in process on tiny DistilBERT models: the model directory it writes (weights, labels,
-tokenizer, card, metrics, report), the same weights from the same data and seed, multi-label, sentence
-pairs and ner, and the mistakes found before any training starts."""
+"""``distilbeam train`` (pipeline/training.py) in process on tiny DistilBERT models: the model directory it
+writes (weights, labels, tokenizer, card, metrics, report), the same weights from the same data and seed,
+multi-label, sentence pairs and ner, and the mistakes found before any training starts."""
 
 from __future__ import annotations
 
