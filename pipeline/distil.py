@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 from distilbeam.pipeline import train_config
-from distilbeam.transforms import models
 
 log = logging.getLogger("distilbeam")
 
@@ -28,18 +27,15 @@ def distil(config_path: str, overrides: list[str]) -> int:
     from distilbeam.transforms.training.card import summary_line
 
     cfg = train_config.load_distil(config_path, overrides)
-    save.check_output(cfg.output.path, cfg.output.storage_options)
+    save.check_output(cfg.output.location)
     teacher_cfg, t = cfg.teacher, cfg.training
-    rows = kd.read_teacher(
-        teacher_cfg.output, teacher_cfg.task, teacher_cfg.text_field, teacher_cfg.storage_options
-    )
+    rows = kd.read_teacher(teacher_cfg.output_location, teacher_cfg.task, teacher_cfg.text_field)
     teacher_uri = teacher_cfg.model or rows.model
     if not teacher_uri:
         raise train_config.ConfigError(
             "teacher.model: the output's summary names no model; give its directory"
         )
-    teacher_ref = models.ModelRef(teacher_uri, storage_options=teacher_cfg.storage_options)
-    teacher_base = finetune.fetch_base(teacher_ref, "classify", key="teacher.model")
+    teacher_base = finetune.fetch_base(teacher_cfg.model_ref(teacher_uri), "classify", key="teacher.model")
     if teacher_base.config.get("problem_type") == "multi_label_classification":
         raise train_config.ConfigError(
             f"teacher.task: {teacher_cfg.task} is multi-label; distil takes a softmax classifier"
@@ -57,8 +53,7 @@ def distil(config_path: str, overrides: list[str]) -> int:
             f"every other layer of the teacher ({student.config.num_hidden_layers} kept)",
         )
     else:
-        ref = models.ModelRef(cfg.student.init, storage_options=cfg.student.storage_options)
-        base = finetune.fetch_base(ref, "classify", key="student.init")
+        base = finetune.fetch_base(cfg.student.checkpoint_ref, "classify", key="student.init")
         student, tokenizer = finetune.load_for_task(base, "classify", rows.labels, False, t.seed)
         origin = f"checkpoint {cfg.student.init}"
     order = list(range(len(rows.texts)))
@@ -112,7 +107,7 @@ def distil(config_path: str, overrides: list[str]) -> int:
         "data": {
             "train": {
                 "examples": len(splits[0]),
-                "files": files_sha256(rows.files, teacher_cfg.storage_options),
+                "files": files_sha256(rows.files),
             },
             "held out": {"examples": len(splits[1])},
         },
@@ -120,9 +115,9 @@ def distil(config_path: str, overrides: list[str]) -> int:
         "final": final,
         "history": history,
     }
-    with save.staging(cfg.output.path) as staged:
+    with save.staging(cfg.output.location) as staged:
         save.write_model_dir(staged, trainer.model, tokenizer, facts)
-        save.publish(staged, cfg.output.path, cfg.output.storage_options)
+        save.publish(staged, cfg.output.location)
     print(f"distilbeam: wrote {student.config.num_hidden_layers}-layer student to {cfg.output.path}")
     return 0
 

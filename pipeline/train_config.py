@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from distilbeam.pipeline import config
 from distilbeam.pipeline.config import ConfigError
+from distilbeam.transforms import models, storage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +27,10 @@ class DataConfig:
     # The label set in the order of the model's outputs; null: every label seen in train, sorted.
     labels: tuple[str, ...] | None = None
     storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+    def location(self, pattern: str) -> storage.Location:
+        """A file or glob of train or validation data, reached with the data's storage options."""
+        return storage.Location(pattern, self.storage_options)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +53,11 @@ class ModelOutputConfig:
     path: str  # an empty or missing directory, local or s3:// / gs://
     storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
+    @property
+    def location(self) -> storage.Location:
+        """The model directory to write, reached with its storage options."""
+        return storage.Location(self.path, self.storage_options)
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -60,6 +70,12 @@ class TrainConfig:
     allow_pickle: bool = False
     storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
+    @property
+    def base_model_ref(self) -> models.ModelRef:
+        """The checkpoint to start from, reached with the top-level storage options."""
+        location = storage.Location(self.base_model, self.storage_options)
+        return models.ModelRef(location, self.revision, self.allow_pickle)
+
 
 @dataclasses.dataclass(frozen=True)
 class TeacherConfig:
@@ -70,12 +86,26 @@ class TeacherConfig:
     text_field: str = "text"  # the shards' text field, when the output has no text column
     storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
+    @property
+    def output_location(self) -> storage.Location:
+        """The teacher's output folder; the shards its rows name are read with the same options."""
+        return storage.Location(self.output, self.storage_options)
+
+    def model_ref(self, uri: str) -> models.ModelRef:
+        """The teacher's model directory (``model``, or the one the output's summary names)."""
+        return models.ModelRef(storage.Location(uri, self.storage_options))
+
 
 @dataclasses.dataclass(frozen=True)
 class StudentConfig:
     # every-other-layer: the teacher with half its layers (the DistilBERT recipe); or a model path / Hub id
     init: str = "every-other-layer"
     storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def checkpoint_ref(self) -> models.ModelRef:
+        """The checkpoint ``init`` names, when it is not every-other-layer."""
+        return models.ModelRef(storage.Location(self.init, self.storage_options))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from distilbeam.pipeline import train_config
-from distilbeam.transforms import models
 
 log = logging.getLogger("distilbeam")
 
@@ -24,9 +23,8 @@ def train(config_path: str, overrides: list[str]) -> int:
     from distilbeam.transforms.training.card import summary_line
 
     cfg = train_config.load_train(config_path, overrides)
-    save.check_output(cfg.output.path, cfg.output.storage_options)
-    ref = models.ModelRef(cfg.base_model, cfg.revision, cfg.allow_pickle, cfg.storage_options)
-    base = finetune.fetch_base(ref, cfg.task)
+    save.check_output(cfg.output.location)
+    base = finetune.fetch_base(cfg.base_model_ref, cfg.task)
     examples = read_splits(cfg)
     train_set, validation = examples["train"], examples["validation"]
     multi_label = cfg.task == "classify" and check_label_shape(train_set + validation)
@@ -89,9 +87,9 @@ def train(config_path: str, overrides: list[str]) -> int:
         "baseline": baseline,
         "history": history,
     }
-    with save.staging(cfg.output.path) as staged:
+    with save.staging(cfg.output.location) as staged:
         save.write_model_dir(staged, trainer.model, tokenizer, facts)
-        save.publish(staged, cfg.output.path, cfg.output.storage_options)
+        save.publish(staged, cfg.output.location)
     print(f"distilbeam: wrote {cfg.task} model ({len(outputs)} labels) to {cfg.output.path}")
     return 0
 
@@ -103,13 +101,12 @@ def read_splits(cfg: Any) -> dict[str, Any]:
 
     d = cfg.data
     fields = data.Fields(d.text_field, d.label_field, d.text_pair_field)
-    train, files = data.read_examples(d.train, fields, cfg.task, "data.train", d.storage_options)
-    hashes = data.files_sha256(files, d.storage_options)
+    train, files = data.read_examples([d.location(p) for p in d.train], fields, cfg.task, "data.train")
+    hashes = data.files_sha256(files)
     if d.validation:
-        validation, vfiles = data.read_examples(
-            d.validation, fields, cfg.task, "data.validation", d.storage_options
-        )
-        vhashes = data.files_sha256(vfiles, d.storage_options)
+        globs = [d.location(p) for p in d.validation]
+        validation, vfiles = data.read_examples(globs, fields, cfg.task, "data.validation")
+        vhashes = data.files_sha256(vfiles)
     else:
         train, validation = data.hold_out(train, d.validation_fraction, cfg.training.seed)
         vhashes = {

@@ -33,13 +33,10 @@ class ModelRef:
     location: storage.Location
     revision: str | None = None
     allow_pickle: bool = False
-    # For callers that still pass a URL and its options apart (transforms/training, pipeline/training.py,
-    # pipeline/distil.py): folded into ``location``.
-    storage_options: dataclasses.InitVar[Mapping[str, Any] | None] = None
 
-    def __post_init__(self, storage_options: Mapping[str, Any] | None) -> None:
+    def __post_init__(self) -> None:
         if not isinstance(self.location, storage.Location):
-            object.__setattr__(self, "location", storage.Location(self.location, storage_options))
+            object.__setattr__(self, "location", storage.Location(self.location))
 
     @property
     def uri(self) -> str:

@@ -410,26 +410,6 @@ def join(base: str, *parts: str) -> str:
     return posixpath.join(base, *parts)
 
 
-# For callers that still carry a URL and its options apart (transforms/training, pipeline/training.py,
-# pipeline/distil.py): the same operations, through a Location.
-
-
-def filesystem(uri: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
-    return Location(uri, storage_options).filesystem()
-
-
-def expand(pattern: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
-    return Location(pattern, storage_options).expand()
-
-
-def exists(uri: str, storage_options: Mapping[str, Any] | None = None) -> bool:
-    return Location(uri, storage_options).exists()
-
-
-def open_input(uri: str, storage_options: Mapping[str, Any] | None = None) -> IO[bytes]:
-    return Location(uri, storage_options).open_input()
-
-
 def strip_compression(name: str) -> str:
     for ext in COMPRESSED:
         if name.endswith(ext):

@@ -9,6 +9,7 @@ import yaml
 
 from distilbeam.pipeline import train_config
 from distilbeam.pipeline.config import ConfigError
+from distilbeam.transforms.storage import Location
 
 TRAIN = {"base_model": "m", "task": "classify", "data": {"train": "x.jsonl"}, "output": {"path": "out"}}
 
@@ -49,3 +50,29 @@ def test_distil_config(tmp_path):
         load(tmp_path, {**cfg, "training": {"temperature": 0}}, train_config.load_distil)
     with pytest.raises(ConfigError, match=r"student\.layers: unknown key"):
         load(tmp_path, {**cfg, "student": {"layers": 3}}, train_config.load_distil)
+
+
+def test_each_section_reaches_its_places_with_its_own_storage_options(tmp_path):
+    """The keys users write stay loose (a URL beside storage_options); the commands get locations."""
+    train = {
+        **TRAIN,
+        "base_model": "s3://models/base",
+        "revision": "main",
+        "storage_options": {"profile": "models"},
+        "data": {"train": ["s3://data/*.jsonl"], "storage_options": {"profile": "data"}},
+        "output": {"path": "s3://out/model", "storage_options": {"profile": "out"}},
+    }
+    cfg = load(tmp_path, train)
+    assert cfg.base_model_ref.location == Location("s3://models/base", {"profile": "models"})
+    assert cfg.base_model_ref.revision == "main" and not cfg.base_model_ref.allow_pickle
+    assert cfg.data.location("s3://data/*.jsonl") == Location("s3://data/*.jsonl", {"profile": "data"})
+    assert cfg.output.location == Location("s3://out/model", {"profile": "out"})
+    teacher = {"output": "s3://runs/1", "task": "topic", "storage_options": {"profile": "teacher"}}
+    student = {"init": "s3://models/small", "storage_options": {"profile": "student"}}
+    distil = {"teacher": teacher, "student": student, "output": {"path": "student"}}
+    loaded = load(tmp_path, distil, train_config.load_distil)
+    assert loaded.teacher.output_location == Location("s3://runs/1", {"profile": "teacher"})
+    teacher_model = loaded.teacher.model_ref("s3://models/t")
+    assert teacher_model.location == Location("s3://models/t", {"profile": "teacher"})
+    assert loaded.student.checkpoint_ref.location == Location("s3://models/small", {"profile": "student"})
+    assert loaded.output.location == Location("student")

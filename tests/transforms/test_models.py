@@ -164,5 +164,4 @@ def test_a_model_ref_carries_its_source_as_one_location():
     ref = models.ModelRef(Location("s3://bucket/model", options), "main")
     assert ref.uri == "s3://bucket/model" and ref.location.options == options and ref.is_remote
     assert "secret" not in repr(ref)
-    assert models.ModelRef("s3://bucket/model", "main", False, options) == ref  # a URL and options apart
     assert models.ModelRef("distilbert-base-uncased").location == Location("distilbert-base-uncased")

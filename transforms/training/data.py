@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from distilbeam.transforms import SetupError, storage
+from distilbeam.transforms.storage import Location
 
 CONLL_SUFFIXES = (".conll", ".bio", ".iob")
 MIN_EXAMPLES = 8  # below this many training examples there is nothing to learn or measure
@@ -53,43 +54,46 @@ class Fields:
 
 
 def read_examples(
-    patterns: Sequence[str], fields: Fields, task: str, key: str, storage_options: Mapping[str, Any] = {}
-) -> tuple[list[Example], list[str]]:
-    """Every record of the files the globs match, in file order, and the files read. A glob that matches
-    nothing fails naming ``key`` (``data.train``, ``data.validation``)."""
-    files: list[str] = []
+    patterns: Sequence[Location], fields: Fields, task: str, key: str
+) -> tuple[list[Example], list[Location]]:
+    """Every record of the files the globs match, in file order, and the files read (each reached with its
+    glob's options). A glob that matches nothing fails naming ``key`` (``data.train``,
+    ``data.validation``)."""
+    files: dict[str, Location] = {}
     for pattern in patterns:
-        found = storage.expand(pattern, storage_options)
+        found = pattern.expand()
         if not found:
-            raise DataError(f"{key}: {pattern!r} matches no file")
-        files.extend(f for f in found if f not in files)
+            raise DataError(f"{key}: {pattern.url!r} matches no file")
+        for uri in found:
+            files.setdefault(uri, Location(uri, pattern.options))
     examples: list[Example] = []
-    for uri in files:
-        examples.extend(_read_file(uri, fields, task, storage_options))
+    for file in files.values():
+        examples.extend(_read_file(file, fields, task))
     if not examples:
         raise DataError(f"{key}: the files hold no records ({', '.join(files)})")
-    return examples, files
+    return examples, list(files.values())
 
 
-def _read_file(uri: str, fields: Fields, task: str, storage_options: Mapping[str, Any]) -> Iterator[Example]:
+def _read_file(file: Location, fields: Fields, task: str) -> Iterator[Example]:
+    uri = file.url
     name = storage.strip_compression(uri.lower())
     if name.endswith(CONLL_SUFFIXES):
         if task != "ner":
             raise DataError(f"{uri}: CoNLL/BIO files hold token tags, for task ner only")
-        with storage.open_input(uri, storage_options) as f:
+        with file.open_input() as f:
             yield from conll_examples(uri, (line.decode("utf-8") for line in f))
         return
     if name.endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        with storage.open_input(uri, storage_options) as f:
+        with file.open_input() as f:
             rows = pq.read_table(f).to_pylist()
         for i, row in enumerate(rows):
             yield to_example(row, f"{uri} row {i}", fields, task)
         return
     if not name.endswith((".jsonl", ".json", ".ndjson")):
         raise DataError(f"{uri}: unknown format; expected .jsonl, .parquet or (ner) .conll / .bio / .iob")
-    with storage.open_input(uri, storage_options) as f:
+    with file.open_input() as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -262,15 +266,15 @@ def hold_out(examples: Sequence[Example], fraction: float, seed: int) -> tuple[l
     return train, [e for i, e in enumerate(examples) if i in held]
 
 
-def files_sha256(files: Sequence[str], storage_options: Mapping[str, Any] = {}) -> dict[str, str]:
-    """SHA-256 of each file's bytes (decompressed), and of them all in order under ``all``."""
+def files_sha256(files: Sequence[Location]) -> dict[str, str]:
+    """SHA-256 of each file's bytes (decompressed) by URL, and of them all in order under ``all``."""
     hashes, total = {}, hashlib.sha256()
-    for uri in files:
+    for file in files:
         digest = hashlib.sha256()
-        with storage.open_input(uri, storage_options) as f:
+        with file.open_input() as f:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
-        hashes[uri] = digest.hexdigest()
+        hashes[file.url] = digest.hexdigest()
         total.update(f"{digest.hexdigest()}\n".encode())
     hashes["all"] = total.hexdigest()
     return hashes

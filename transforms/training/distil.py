@@ -17,6 +17,7 @@ import numpy as np
 from transformers import Trainer
 
 from distilbeam.transforms import SetupError, storage
+from distilbeam.transforms.storage import Location, Options
 from distilbeam.transforms.training.data import DataError
 
 LAYER = re.compile(r"^(.*?(?:encoder|transformer)\.layer\.)(\d+)(\..*)$")
@@ -30,24 +31,29 @@ class TeacherRows:
     probs: np.ndarray
     labels: list[str]
     model: str | None  # the model its run summary names
-    files: list[str]
+    files: list[Location]
 
 
-def read_teacher(output: str, task: str, text_field: str, storage_options: Mapping[str, Any]) -> TeacherRows:
-    """Every row of the output's Parquet files (run_date partitions included; the dead letter is not read)."""
+def read_teacher(output: Location, task: str, text_field: str) -> TeacherRows:
+    """Every row of the output's Parquet files (run_date partitions included; the dead letter is not read).
+    Texts not kept in the output are read from the shards its rows name, with the output's options."""
     import pyarrow.parquet as pq
 
-    files = sorted(
+    uris = sorted(
         {
-            *storage.expand(storage.join(output, "part-*.parquet"), storage_options),
-            *storage.expand(storage.join(output, "run_date=*", "part-*.parquet"), storage_options),
+            *output.join("part-*.parquet").expand(),
+            *output.join("run_date=*", "part-*.parquet").expand(),
         }
     )
-    if not files:
-        raise DataError(f"teacher.output: {output} holds no part-*.parquet files; is it a distilbeam output?")
+    if not uris:
+        raise DataError(
+            f"teacher.output: {output.url} holds no part-*.parquet files; is it a distilbeam output?"
+        )
+    files = [Location(uri, output.options) for uri in uris]
     tables = []
-    for uri in files:
-        with storage.open_input(uri, storage_options) as f:
+    for file in files:
+        uri = file.url
+        with file.open_input() as f:
             table = pq.read_table(f)
         if task not in table.column_names:
             columns = [c for c in table.column_names if c not in ("id", "source", "offset", "n_tokens")]
@@ -56,29 +62,29 @@ def read_teacher(output: str, task: str, text_field: str, storage_options: Mappi
     rows = [r for t in tables for r in t.select(_columns(t, task)).to_pylist()]
     scores = [r[task] for r in rows]
     if not scores or not isinstance(scores[0], dict) or "scores" not in scores[0]:
-        raise DataError(f"teacher.task: column {task!r} of {output} is not a classify column")
+        raise DataError(f"teacher.task: column {task!r} of {output.url} is not a classify column")
     labels = [s["label"] for s in scores[0]["scores"]]
     probs = np.array([[s["score"] for s in row["scores"]] for row in scores], dtype=np.float32)
-    texts = teacher_texts(rows, text_field, storage_options)
-    return TeacherRows(texts, probs, labels, _summary_model(output, task, storage_options), files)
+    texts = teacher_texts(rows, text_field, output.options)
+    return TeacherRows(texts, probs, labels, _summary_model(output, task), files)
 
 
 def _columns(table: Any, task: str) -> list[str]:
     return [c for c in ("source", "offset", "char_offset", "text", task) if c in table.column_names]
 
 
-def _summary_model(output: str, task: str, storage_options: Mapping[str, Any]) -> str | None:
-    uri = storage.join(output, "_SUMMARY.json")
-    if not storage.exists(uri, storage_options):
+def _summary_model(output: Location, task: str) -> str | None:
+    summary_file = output.join("_SUMMARY.json")
+    if not summary_file.exists():
         return None
-    with storage.open_input(uri, storage_options) as f:
+    with summary_file.open_input() as f:
         summary = json.load(f)
     return (summary.get("tasks", {}).get(task) or {}).get("model")
 
 
-def teacher_texts(rows: Sequence[Mapping[str, Any]], text_field: str, storage_options: Mapping) -> list[str]:
+def teacher_texts(rows: Sequence[Mapping[str, Any]], text_field: str, options: Options) -> list[str]:
     """Each row's text: its ``text`` column (``output.keep_text``), or its record in the shard it was read
-    from (JSON Lines and text files by line, Parquet by row)."""
+    from, reached with ``options`` (JSON Lines and text files by line, Parquet by row)."""
     if rows and "text" in rows[0]:
         return [r["text"] for r in rows]
     if rows and "char_offset" in rows[0]:
@@ -90,17 +96,17 @@ def teacher_texts(rows: Sequence[Mapping[str, Any]], text_field: str, storage_op
     for r in rows:
         wanted.setdefault(r["source"], set()).add(r["offset"])
     found = {
-        source: _records(source, offsets, text_field, storage_options) for source, offsets in wanted.items()
+        source: _records(Location(source, options), offsets, text_field) for source, offsets in wanted.items()
     }
     return [found[r["source"]][r["offset"]] for r in rows]
 
 
-def _records(source: str, offsets: set[int], text_field: str, storage_options: Mapping) -> dict[int, str]:
+def _records(shard: Location, offsets: set[int], text_field: str) -> dict[int, str]:
     import pyarrow.parquet as pq
 
-    name = storage.strip_compression(source.lower())
+    name = storage.strip_compression(shard.url.lower())
     try:
-        with storage.open_input(source, storage_options) as f:
+        with shard.open_input() as f:
             if name.endswith(".parquet"):
                 column = pq.read_table(f, columns=[text_field]).column(text_field).to_pylist()
                 return {i: column[i] for i in offsets}
@@ -112,7 +118,7 @@ def _records(source: str, offsets: set[int], text_field: str, storage_options: M
             return out
     except (OSError, ValueError, KeyError, IndexError) as exc:
         raise DataError(
-            f"teacher.output: cannot read the texts back from {source} ({type(exc).__name__}: {exc}); "
+            f"teacher.output: cannot read the texts back from {shard.url} ({type(exc).__name__}: {exc}); "
             "annotate with output.keep_text: true, or set teacher.text_field"
         ) from None
 

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from distilbeam.transforms import SetupError, storage
+from distilbeam.transforms.storage import Location
 from distilbeam.transforms.training import card, report
 
 
-def check_output(uri: str, storage_options: Mapping[str, Any], key: str = "output.path") -> None:
+def check_output(out: Location, key: str = "output.path") -> None:
     """Refuses an output that exists and is a file or a directory with anything in it."""
-    fs, root = storage.filesystem(uri, storage_options)
+    uri = out.url
+    fs, root = out.filesystem()
     try:
         if not fs.exists(root):
             return
@@ -35,11 +37,11 @@ def check_output(uri: str, storage_options: Mapping[str, Any], key: str = "outpu
 
 
 @contextlib.contextmanager
-def staging(uri: str) -> Iterator[Path]:
+def staging(out: Location) -> Iterator[Path]:
     """A local directory to write the model into: beside a local output (so the move is a rename), in the
     temporary directory for an object store. Removed on the way out if it is still there."""
-    if storage.is_local(uri):
-        target = Path(uri.removeprefix("file://")).expanduser().absolute()
+    if out.is_local:
+        target = Path(out.url.removeprefix("file://")).expanduser().absolute()
         target.parent.mkdir(parents=True, exist_ok=True)
         path = target.parent / f".{target.name}.{uuid.uuid4().hex}.partial"
     else:
@@ -66,17 +68,17 @@ def write_model_dir(directory: Path, model: Any, tokenizer: Any, facts: Mapping[
         file.chmod((0o777 if file.is_dir() else 0o666) & ~umask)
 
 
-def publish(directory: Path, uri: str, storage_options: Mapping[str, Any]) -> None:
-    """Moves the finished directory to ``uri`` (a rename when local; an upload of each file otherwise)."""
-    check_output(uri, storage_options)  # nothing appeared there while training ran
-    if storage.is_local(uri):
-        target = Path(uri.removeprefix("file://")).expanduser()
+def publish(directory: Path, out: Location) -> None:
+    """Moves the finished directory to ``out`` (a rename when local; an upload of each file otherwise)."""
+    check_output(out)  # nothing appeared there while training ran
+    if out.is_local:
+        target = Path(out.url.removeprefix("file://")).expanduser()
         if target.is_dir():
             target.rmdir()  # empty: checked above
         os.replace(directory, target)
         return
-    fs, root = storage.filesystem(uri, storage_options)
+    fs, root = out.filesystem()
     for file in sorted(directory.rglob("*")):
         if file.is_file():
             dest = f"{root.rstrip('/')}/{file.relative_to(directory).as_posix()}"
-            storage.retrying("upload model file", uri, lambda f=file, d=dest: fs.put_file(str(f), d))
+            storage.retrying("upload model file", out.url, lambda f=file, d=dest: fs.put_file(str(f), d))

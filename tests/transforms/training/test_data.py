@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from distilbeam.transforms.storage import Location
 from distilbeam.transforms.training import data
 from distilbeam.transforms.training.data import DataError, Example, Fields, Span
 
@@ -23,7 +24,7 @@ def test_jsonl_and_parquet_read_alike(tmp_path):
     records = [{"text": "a good film", "label": "pos"}, {"text": "a bad film", "label": ["neg", "x"]}]
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + "\n")
     pq.write_table(pa.Table.from_pylist([{"text": "fine", "label": "pos"}]), tmp_path / "b.parquet")
-    examples, files = data.read_examples([str(tmp_path / "*")], FIELDS, "classify", "data.train")
+    examples, files = data.read_examples([Location(str(tmp_path / "*"))], FIELDS, "classify", "data.train")
     assert [e.label for e in examples] == ["pos", ("neg", "x"), "pos"]
     assert [e.where.rsplit(" ", 2)[-2:] for e in examples] == [["line", "1"], ["line", "2"], ["row", "0"]]
     assert len(files) == 2
@@ -43,15 +44,15 @@ def test_bad_classify_records_name_file_and_line(tmp_path, record, message):
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps({"text": "ok", "label": "a"}) + "\n" + json.dumps(record) + "\n")
     with pytest.raises(DataError, match=rf"train\.jsonl line 2: .*{message}"):
-        data.read_examples([str(path)], FIELDS, "classify", "data.train")
+        data.read_examples([Location(str(path))], FIELDS, "classify", "data.train")
 
 
 def test_invalid_json_and_unmatched_glob(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"text": "x", "label": "a"}\n{oops\n')
     with pytest.raises(DataError, match=r"bad\.jsonl line 2: not valid JSON"):
-        data.read_examples([str(tmp_path / "bad.jsonl")], FIELDS, "classify", "data.train")
+        data.read_examples([Location(str(tmp_path / "bad.jsonl"))], FIELDS, "classify", "data.train")
     with pytest.raises(DataError, match=r"data\.validation: .*matches no file"):
-        data.read_examples([str(tmp_path / "none-*.jsonl")], FIELDS, "classify", "data.validation")
+        data.read_examples([Location(str(tmp_path / "none-*.jsonl"))], FIELDS, "classify", "data.validation")
 
 
 @pytest.mark.parametrize(
@@ -124,6 +125,6 @@ def test_hold_out_is_stratified_and_seeded():
 def test_files_hash_changes_with_content(tmp_path):
     path = tmp_path / "a.jsonl"
     path.write_text("one\n")
-    first = data.files_sha256([str(path)])
+    first = data.files_sha256([Location(str(path))])
     path.write_text("two\n")
-    assert data.files_sha256([str(path)])["all"] != first["all"]
+    assert data.files_sha256([Location(str(path))])["all"] != first["all"]

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from distilbeam.transforms import SetupError
+from distilbeam.transforms.storage import Location
 from distilbeam.transforms.training import distil
 from distilbeam.transforms.training.data import DataError
 
@@ -92,12 +93,12 @@ def test_teacher_rows_from_the_text_column_or_the_shards(tmp_path):
     rows = [(str(shard), 3, "doc 3", 0.9), (str(lines), 1, "second", 0.2), (str(shard), 0, "doc 0", 0.6)]
     write_output(tmp_path / "kept", rows, keep_text=True)
     write_output(tmp_path / "read", rows)
-    kept = distil.read_teacher(str(tmp_path / "kept"), "topic", "body", {})
-    read = distil.read_teacher(str(tmp_path / "read"), "topic", "body", {})
+    kept = distil.read_teacher(Location(str(tmp_path / "kept")), "topic", "body")
+    read = distil.read_teacher(Location(str(tmp_path / "read")), "topic", "body")
     assert kept.texts == read.texts == ["doc 3", "second", "doc 0"]
     assert kept.labels == ["a", "b"] and kept.model == "/models/teacher"
     np.testing.assert_allclose(read.probs, [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], rtol=1e-6)
     with pytest.raises(DataError, match=r"teacher\.task: .*has no column 'sentiment' \(columns: topic\)"):
-        distil.read_teacher(str(tmp_path / "read"), "sentiment", "body", {})
+        distil.read_teacher(Location(str(tmp_path / "read")), "sentiment", "body")
     with pytest.raises(DataError, match=r"teacher\.output: .* holds no part-\*\.parquet"):
-        distil.read_teacher(str(tmp_path), "topic", "body", {})
+        distil.read_teacher(Location(str(tmp_path)), "topic", "body")
