@@ -1,4 +1,4 @@
-"""transforms/storage.py against real protocol servers: globs, compressed reads, atomic writes, retries of
+"""transforms/storage/ against real protocol servers: globs, compressed reads, atomic writes, retries of
 transient faults injected by a proxy, and permanent errors that fail at once, naming the URL."""
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def test_a_read_that_fails_part_way_resumes_at_the_same_byte(tmp_path, monkeypat
             return FlakyFile(path, mode, fs=self, **kwargs)
 
     fsspec.register_implementation("flaky", FlakyFileSystem, clobber=True)
-    monkeypatch.setattr(storage, "RETRY_FIRST_WAIT", 0.001)
+    monkeypatch.setattr(storage.errors, "RETRY_FIRST_WAIT", 0.001)
     stream = io.BufferedReader(
         storage.ResumableReader(FlakyFileSystem(), str(path), "flaky://docs", 256), 256
     )
