@@ -88,3 +88,18 @@ def test_a_plain_run_logs_no_warning_twice(tmp_path, models_dir, write_config):
     warnings = [line.split(" WARNING ", 1)[1] for line in result.stderr.splitlines() if " WARNING " in line]
     repeated = {line for line in warnings if warnings.count(line) > 1}
     assert not repeated, repeated
+
+
+@pytest.mark.slow
+def test_importing_distilbeam_without_beams_gcp_extra_logs_nothing(tmp_path):
+    """The base install has no apitools: Beam then warns at import through the root logger, which would
+    also set the root logger's format before the command could set its own."""
+    probe = (
+        "import logging, sys; sys.modules['apitools'] = None; "  # as if the gcp extra were not installed
+        "import distilbeam.pipeline.cli; print(len(logging.getLogger().handlers))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["0"]
+    assert "apitools" not in result.stderr
