@@ -102,6 +102,7 @@ def test_an_interrupted_copy_is_never_used(store, models_dir, monkeypatch):
     assert not partial.exists()
 
 
+@pytest.mark.slow  # real S3 and GCS emulators behind a fault proxy
 def test_missing_and_denied_model_directories_are_named(store, fault_proxy, models_dir, monkeypatch):
     missing = store.url(store.new_bucket("empty"), "nothing-here")
     bucket, _ = remote_model(store, models_dir)

@@ -68,6 +68,7 @@ def test_write_atomic_publishes_whole_files_and_remove_is_idempotent(store):
     assert not file.exists()
 
 
+@pytest.mark.slow  # real S3 and GCS emulators behind a fault proxy
 def test_reads_and_writes_survive_injected_faults(store, fault_proxy, monkeypatch):
     """Every third request or so fails (503, reset, body cut short); the bytes and the documents that come
     back are exactly those stored, each once and in order."""

@@ -14,6 +14,9 @@ from distilbeam.transforms.schema import Annotated, Document
 from distilbeam.transforms.tasks import Runtime
 from tests.transforms.handlers import handler_for
 
+# DistilBERT-base-sized models: the full suite, not the fast loop.
+pytestmark = pytest.mark.slow
+
 LONG = (
     "Alice Johnson flew from Paris to Tokyo on Monday, where the Initech board reviewed the quarterly "
     "results and announced a new research laboratory near the river. "
