@@ -84,7 +84,7 @@ def distil(config_path: str, overrides: list[str]) -> int:
         trainer, history = finetune.fit(
             student, args, sets[0], sets[1], kd.agreement_metrics, t.early_stopping_patience, trainer_class
         )
-        final = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items() if _kept(k)}
+        final = finetune.scores(trainer.evaluate())
     print(f"distilbeam: held-out documents: {summary_line(final, None)} with the teacher")
     if not trainer.is_world_process_zero():
         return 0
@@ -120,7 +120,3 @@ def distil(config_path: str, overrides: list[str]) -> int:
         save.publish(staged, cfg.output.location)
     print(f"distilbeam: wrote {student.config.num_hidden_layers}-layer student to {cfg.output.path}")
     return 0
-
-
-def _kept(key: str) -> bool:
-    return key.startswith("eval_") and not key.endswith(("_runtime", "_per_second")) and key != "eval_epoch"

@@ -63,7 +63,7 @@ def train(config_path: str, overrides: list[str]) -> int:
         args = finetune.trainer_arguments(t, Path(work), metric)
         compute = metrics.metric_function(cfg.task, multi_label, outputs)
         trainer, history = finetune.fit(model, args, sets[0], sets[1], compute, t.early_stopping_patience)
-        final = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items() if _kept(k)}
+        final = finetune.scores(trainer.evaluate())
     baseline = (
         metrics.baseline(train_set, validation, labels, multi_label) if cfg.task == "classify" else None
     )
@@ -125,10 +125,6 @@ def check_label_shape(examples: list[Any]) -> bool:
             shape = "a list of labels (multi-label)" if multi else "one label"
             raise DataError(f"{e.where}: the label must be {shape}, as in {examples[0].where}")
     return multi
-
-
-def _kept(key: str) -> bool:
-    return key.startswith("eval_") and not key.endswith(("_runtime", "_per_second")) and key != "eval_epoch"
 
 
 def add_arguments(parser: Any) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +166,18 @@ def fit(
     return trainer, epoch_history(trainer.state.log_history)
 
 
+def scores(logs: Mapping[str, Any]) -> dict[str, float]:
+    """A Trainer log's validation scores: its eval_* numbers unprefixed, timings and epoch left out."""
+    return {
+        key.removeprefix("eval_"): float(value)
+        for key, value in logs.items()
+        if key.startswith("eval_")
+        and isinstance(value, int | float)
+        and not key.endswith(("_runtime", "_per_second"))
+        and key != "eval_epoch"
+    }
+
+
 def epoch_history(log_history: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
     """The Trainer's log, one row per epoch: train_loss, then eval_* keys without their prefix."""
     rows: dict[float, dict[str, float]] = {}
@@ -174,13 +186,7 @@ def epoch_history(log_history: Sequence[dict[str, Any]]) -> list[dict[str, float
         row = rows.setdefault(epoch, {"epoch": epoch})
         if "loss" in entry:
             row["train_loss"] = float(entry["loss"])
-        for key, value in entry.items():
-            if (
-                key.startswith("eval_")
-                and isinstance(value, int | float)
-                and not key.endswith(("_runtime", "_per_second"))
-            ):
-                row[key.removeprefix("eval_")] = float(value)
+        row.update(scores(entry))
     return [r for _, r in sorted(rows.items()) if len(r) > 1 and "loss" in r]
 
 
@@ -194,7 +200,6 @@ class EpochProgress(ProgressCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
         if not (state.is_world_process_zero and self.training_bar is not None and logs):
             return
-        kept = {k.removeprefix("eval_"): round(v, 6) for k, v in logs.items() if k.startswith("eval_")}
-        kept = {k: v for k, v in kept.items() if not k.endswith(("runtime", "per_second"))}
+        kept = {k: round(v, 6) for k, v in scores(logs).items()}
         if kept:
             self.training_bar.write(json.dumps({"epoch": round(state.epoch or 0, 4), **kept}))
