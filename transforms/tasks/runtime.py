@@ -25,6 +25,10 @@ from distilbeam.transforms.tasks.int8 import quantize_int8
 log = logging.getLogger(__name__)
 
 
+# Kernels oneDNN keeps built for call shapes it may see again (see ``load``).
+ONEDNN_CACHE_CAPACITY = 16
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskSettings:
     """Keys every task takes; each kind's ``Settings`` adds its own."""
@@ -121,6 +125,11 @@ def load(
     # The fast tokenizers' thread pool too (read when it starts, at the first batch it tokenizes): worker
     # processes sharing the machine would otherwise each start one thread per core.
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
+    # oneDNN (torch's CPU kernels) caches the kernels it builds for each new call shape, up to 1,024 by
+    # default at a fraction of a MB each; token-budget calls take a new shape almost every call, so the
+    # cache grew the process by a few hundred MB over a large corpus. Sixteen keep the reuse that
+    # matters, consecutive calls of one shape, in bounded memory. Read at the first forward, so set here.
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_CAPACITY))
     path = models.worker_dir(settings.ref)
     tokenizer = models.load_tokenizer(path)
     # Weights in fp32 whatever dtype the checkpoint was saved in, for every precision: int8 quantises
