@@ -74,7 +74,8 @@ def stream_run(work: Path, name: str, shards: Path, models: Path, beam_flags: li
 
 
 def transformers_run(work: Path, name: str, kind: str, model: Path, corpus: Path, threads: int) -> dict:
-    """``transformers.pipeline`` on CPU; ``timed_s`` is its inference loop."""
+    """``transformers.pipeline`` on CPU; ``timed_s`` is its inference loop, ``forward_s`` the model's
+    share of it, over ``computed_tokens`` (padding included) of which ``real_tokens`` are the text's."""
     child, got = run_measure(
         "transformers",
         work,
@@ -88,7 +89,13 @@ def transformers_run(work: Path, name: str, kind: str, model: Path, corpus: Path
     )
     result = child.record()
     if got is not None:
-        result.update(timed_s=round(got["timed_s"], 2), docs=got["docs"])
+        result.update(
+            timed_s=round(got["timed_s"], 2),
+            forward_s=round(got["forward_s"], 2),
+            docs=got["docs"],
+            real_tokens=got["real_tokens"],
+            computed_tokens=got["computed_tokens"],
+        )
     return result
 
 
@@ -106,6 +113,7 @@ def base_run(work: Path, corpus: Path, models: dict[str, Path]) -> dict[str, Any
             padding_fraction=round(1 - real / computed, 4),
             forward_s=round(values.get("forward_ms", 0) / 1000, 2),
             real_tokens=real,
+            computed_tokens=computed,
         )
     return result
 
@@ -214,5 +222,17 @@ def figures(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
     extra["quarter_over_transformers_pipeline"] = ratio(
         get("demo_quarter", "docs_per_s"), extra["transformers_pipeline_quarter_docs_per_s"]
+    )
+    # What bounds the base ratio: each side's time beyond its model's forward (start-up, reading,
+    # tokenizing, writing, tear-down), the tokens each computes, and the ratio distilbeam would reach with
+    # no time beyond its forward at all.
+    for side in ("distilbeam", "transformers"):
+        wall, forward = get(f"base_{side}", "wall_s"), get(f"base_{side}", "forward_s")
+        extra[f"base_{side}_beyond_forward_s"] = round(wall - forward, 2) if wall and forward else None
+    extra["base_computed_tokens_ratio"] = ratio(
+        get("base_transformers", "computed_tokens"), get("base_distilbeam", "computed_tokens")
+    )
+    extra["base_ratio_without_time_beyond_forward"] = ratio(
+        get("base_transformers", "wall_s"), get("base_distilbeam", "forward_s")
     )
     return {"targets": targets.judge(targets.SCALE, found), **extra}

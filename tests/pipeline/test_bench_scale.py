@@ -46,8 +46,13 @@ def test_targets_are_judged_from_the_runs():
         "demo_quarter": {"peak_rss_mb": 950.0, "docs": 100, "docs_per_s": 50.0},
         "host_classify": {"docs_per_s": 4000},
         "host_ner": {"docs_per_s": 2500},
-        "base_transformers": {"wall_s": 100.0},
-        "base_distilbeam": {"wall_s": 40.0, "padding_fraction": 0.01},
+        "base_transformers": {"wall_s": 100.0, "forward_s": 90.0, "computed_tokens": 1500},
+        "base_distilbeam": {
+            "wall_s": 40.0,
+            "forward_s": 32.0,
+            "padding_fraction": 0.01,
+            "computed_tokens": 1000,
+        },
         "transformers_demo_classify": {"timed_s": 1.0},
         "transformers_demo_ner": {"timed_s": 3.0},
     }
@@ -65,3 +70,8 @@ def test_targets_are_judged_from_the_runs():
     }
     assert figures["transformers_pipeline_quarter_docs_per_s"] == 25.0
     assert figures["quarter_over_transformers_pipeline"] == 2.0
+    # The base ratio's bound: 2.5x as run, 3.125x were distilbeam's whole process its forward alone.
+    assert figures["base_distilbeam_beyond_forward_s"] == 8.0
+    assert figures["base_transformers_beyond_forward_s"] == 10.0
+    assert figures["base_computed_tokens_ratio"] == 1.5
+    assert figures["base_ratio_without_time_beyond_forward"] == 3.125
