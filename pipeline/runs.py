@@ -95,20 +95,21 @@ def choose_shards(
     return dataclasses.replace(plan, shards=[s for s in plan.shards if s.uri in todo], run=run)
 
 
-# Worker threads of a local run, each annotating its own split, the cores divided between their model
-# calls: one thread's host work (reading, tokenizing, post-processing, writing) goes on while another's
-# model calls run, on a GPU's device or on the CPU's cores (torch releases the GIL inside its kernels).
-# Measured on 2 cores (2 threads x 1 torch thread against 1 x 2, paired runs of ``distilbeam run``): the
-# demo models, classify + ner on 58,144 tweets in 8 shards, 42-44 s against 50 s, 908 MB against 772 MB
-# peak; DistilBERT-base-sized classify on 1,200 tweets in 8 shards, 34.1 s against 35.7 s.
-LOCAL_WORKERS = 2
+# Worker threads of a local GPU run: one thread's host work (reading, tokenizing, writing) goes on while
+# another's model calls run on the device. On a CPU one worker runs every core. Two worker threads of half
+# the cores each overlap host work with model calls there too, and ran 1.10x faster on 2 cores (the demo
+# models on 58,144 tweets in 8 shards, ``distilbeam bench --scale``), but with two shards in progress at
+# once the first one is committed later (at 35% of the run, against 22%) and a worker holds two shards'
+# rows (918 MB against 781 MB): a user who wants the speed asks for them with the DirectRunner's flags,
+# as for processes, which are as fast and hold twice the memory.
+GPU_LOCAL_WORKERS = 2
 
 
 def choose_local_workers(plan: Plan, options: PipelineOptions) -> int:
     """How many splits a local run annotates side by side, set on the DirectRunner's options unless its
-    flags already say (``direct_running_mode``, ``direct_num_workers``): ``LOCAL_WORKERS`` threads of one
-    process, never more than the run has splits. The handlers' torch threads follow, so that workers x
-    threads = cores. Returns the number of workers."""
+    flags already say (``direct_running_mode``, ``direct_num_workers``): on a GPU ``GPU_LOCAL_WORKERS``
+    threads of one process (never more than the run has splits), on a CPU one worker. The handlers' torch
+    threads follow, so that workers x threads = cores. Returns the number of workers."""
     handlers = [h for g in plan.groups for h in g.handlers]
     if runner_name(options) not in LOCAL_RUNNERS or given(
         options, "direct_running_mode", "direct_num_workers"
@@ -117,7 +118,8 @@ def choose_local_workers(plan: Plan, options: PipelineOptions) -> int:
     else:
         split_bytes = plan.cfg.input.split_mb and plan.cfg.input.split_mb * (1 << 20)
         splits = sum(_splits_of(uri, shard.size, split_bytes) for uri, shard in plan.run.shards.items())
-        workers = max(1, min(LOCAL_WORKERS, splits))
+        on_gpu = bool(handlers) and handlers[0].runtime.planned_device == "cuda"
+        workers = max(1, min(GPU_LOCAL_WORKERS if on_gpu else 1, splits))
         if workers > 1:
             direct = options.view_as(DirectOptions)
             direct.direct_running_mode, direct.direct_num_workers = "multi_threading", workers

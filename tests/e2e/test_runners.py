@@ -37,9 +37,8 @@ RUNNERS = {
     # The worker pool's address is added by the test.
     "portable-external": ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=EXTERNAL"],
 }
-# Workers each runner runs user code in side by side on this machine: the DirectRunner's default is two
-# threads of one process (the job has more than one split), its flags here two processes.
-PROCESSES = {"direct": 2, "direct-multiprocess": 2, "portable-loopback": 1, "portable-external": 1}
+# Workers each runner runs user code in side by side on this machine.
+PROCESSES = {"direct": 1, "direct-multiprocess": 2, "portable-loopback": 1, "portable-external": 1}
 
 
 @pytest.fixture(scope="module")

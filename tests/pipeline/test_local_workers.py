@@ -1,6 +1,6 @@
-"""A local run keeps every core busy: workers x torch threads = cores. Two worker threads (never more than
-the run has splits) overlap one's host work with the other's model calls, on a CPU as on a GPU; a user's
-own runner flags win."""
+"""A local run keeps every core busy: workers x torch threads = cores. On a CPU one worker runs every core;
+on a GPU two worker threads (never more than the run has splits) overlap one's host work with the other's
+device work; a user's own runner flags win."""
 
 from __future__ import annotations
 
@@ -44,24 +44,28 @@ def workers_and_threads(plan, flags=()):
     return workers, handler.runtime.threads(), options.view_as(DirectOptions).direct_running_mode
 
 
-@pytest.mark.parametrize("device", ["cpu", "cuda"])
-def test_two_worker_threads_when_there_are_two_splits(plan_for, device):
-    def on(plan):
+def test_on_a_cpu_one_worker_runs_every_core(plan_for):
+    assert workers_and_threads(plan_for({f"{i}.txt": b"hello\n" for i in range(8)})) == (1, 4, "in_memory")
+    assert workers_and_threads(plan_for({"a.txt": b"hello\n"})) == (1, 4, "in_memory")
+
+
+def test_on_a_gpu_two_worker_threads_when_there_are_two_splits(plan_for):
+    def on_gpu(plan):
         for group in plan.groups:
             for handler in group.handlers:
-                handler.runtime = dataclasses.replace(handler.runtime, planned_device=device)
+                handler.runtime = dataclasses.replace(handler.runtime, planned_device="cuda")
         return plan
 
-    assert workers_and_threads(on(plan_for({f"{i}.txt": b"hello\n" for i in range(8)}))) == (
+    assert workers_and_threads(on_gpu(plan_for({f"{i}.txt": b"hello\n" for i in range(8)}))) == (
         2,
         2,
         "multi_threading",
     )
-    assert workers_and_threads(on(plan_for({"a.txt": b"hello\n"}))) == (1, 4, "in_memory")
+    assert workers_and_threads(on_gpu(plan_for({"a.txt": b"hello\n"})))[:2] == (1, 4)
     big = b"hello there\n" * 30_000  # about 350 KB: four splits of 0.1 MiB
-    assert workers_and_threads(on(plan_for({"a.txt": big}, split_mb=0.1)))[:2] == (2, 2)
+    assert workers_and_threads(on_gpu(plan_for({"a.txt": big}, split_mb=0.1)))[:2] == (2, 2)
     compressed = gzip.compress(big)  # read whole: one split
-    plan = on(plan_for({"b.txt.gz": compressed}, split_mb=0.001, format="text"))
+    plan = on_gpu(plan_for({"b.txt.gz": compressed}, split_mb=0.001, format="text"))
     assert workers_and_threads(plan)[:2] == (1, 4)
 
 
