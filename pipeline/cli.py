@@ -279,8 +279,8 @@ def console() -> None:
     """The installed ``distilbeam`` command: ``main``, then exit with its status. Before the interpreter
     exits, every object left is moved out of the garbage collector's view (``gc.freeze``): its final
     collection would otherwise walk the whole heap of torch, transformers and Beam, about 1.5 s of every
-    run on 2 cores, to free memory the process is about to hand back anyway. Destructors and exit handlers
-    run as usual."""
+    run on 2 cores, to free memory the process is about to hand back anyway. Exit handlers still run;
+    a local run has committed its outputs, summary and report before ``main`` returns."""
     status = main()
     gc.freeze()
     sys.exit(status)
