@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 from distilbeam.transforms.tasks.runtime import ONEDNN_CACHE_CAPACITY
-
-REPO = Path(__file__).resolve().parents[3]
+from tests.conftest import REPO
 
 # Loads the classifier as a task does, runs it over 500 call shapes, and prints the resident memory grown
 # between the 100th shape and the last, with the cache capacity oneDNN read.
